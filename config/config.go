@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 )
 
@@ -42,10 +41,10 @@ type Settings interface {
 // Module is a named probe recipe: which prober, how long it may take, which
 // targets it may touch, and the prober's own settings.
 type Module struct {
-	Name           string         `yaml:"-"`
-	Prober         string         `yaml:"prober"`
-	Timeout        model.Duration `yaml:"timeout,omitempty"`
-	AllowedTargets Allowlist      `yaml:"allowed_targets,omitempty"`
+	Name           string    `yaml:"-"`
+	Prober         string    `yaml:"prober"`
+	Timeout        Duration  `yaml:"timeout,omitempty"`
+	AllowedTargets Allowlist `yaml:"allowed_targets,omitempty"`
 	// Settings holds the registered settings type of Prober; it is
 	// serialised under a key named after the prober.
 	Settings Settings `yaml:"-"`
@@ -111,10 +110,11 @@ func (e *lineError) Unwrap() error { return e.err }
 // own decoder (with KnownFields and line tracking) to such unmarshalers, while
 // a yaml.Node-based one would decode the prober section leniently.
 func (m *Module) UnmarshalYAML(unmarshal func(any) error) error {
-	var n yaml.Node
-	if err := unmarshal(&n); err != nil {
+	var c nodeCapture
+	if err := unmarshal(&c); err != nil {
 		return err
 	}
+	n := c.node
 	if n.Kind != yaml.MappingNode {
 		return &lineError{n.Line, errors.New("a module must be a mapping")}
 	}
@@ -150,18 +150,25 @@ func (m *Module) UnmarshalYAML(unmarshal func(any) error) error {
 	v := reflect.New(moduleType(proberName, settings))
 	v.Elem().Field(3).Set(reflect.ValueOf(settings))
 	if err := unmarshal(v.Interface()); err != nil {
-		return err
+		var te *yaml.TypeError
+		var le *lineError
+		if errors.As(err, &te) || errors.As(err, &le) {
+			return err
+		}
+		// Validation inside third-party unmarshallers (http_client_config)
+		// knows no line; point at the prober section.
+		return &lineError{sectionLine, fmt.Errorf("%s: %w", proberName, err)}
 	}
 	e := v.Elem()
 	m.Prober = e.Field(0).String()
-	m.Timeout = e.Field(1).Interface().(model.Duration)
+	m.Timeout = e.Field(1).Interface().(Duration)
 	m.AllowedTargets = e.Field(2).Interface().(Allowlist)
 	m.Settings = settings
 	if m.Timeout < 0 {
 		return &lineError{n.Line, errors.New("timeout must not be negative")}
 	}
 	if m.Timeout == 0 {
-		m.Timeout = model.Duration(DefaultModuleTimeout)
+		m.Timeout = Duration(DefaultModuleTimeout)
 	}
 	if err := settings.Validate(); err != nil {
 		return &lineError{sectionLine, fmt.Errorf("%s: %w", proberName, err)}
@@ -169,10 +176,16 @@ func (m *Module) UnmarshalYAML(unmarshal func(any) error) error {
 	return nil
 }
 
+// nodeCapture grabs the raw node from inside a yaml.v2-style unmarshaller
+// (decoding straight into a *yaml.Node there would treat Node as a struct).
+type nodeCapture struct{ node *yaml.Node }
+
+func (c *nodeCapture) UnmarshalYAML(n *yaml.Node) error { c.node = n; return nil }
+
 func moduleType(proberName string, s Settings) reflect.Type {
 	return reflect.StructOf([]reflect.StructField{
 		{Name: "Prober", Type: reflect.TypeFor[string](), Tag: `yaml:"prober"`},
-		{Name: "Timeout", Type: reflect.TypeFor[model.Duration](), Tag: `yaml:"timeout"`},
+		{Name: "Timeout", Type: reflect.TypeFor[Duration](), Tag: `yaml:"timeout"`},
 		{Name: "AllowedTargets", Type: reflect.TypeFor[Allowlist](), Tag: `yaml:"allowed_targets"`},
 		{Name: "Settings", Type: reflect.TypeOf(s), Tag: reflect.StructTag(`yaml:"` + proberName + `"`)},
 	})

@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/alecthomas/units"
+	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 )
 
@@ -189,3 +191,48 @@ func (a Allowlist) Resolve(ctx context.Context, r *net.Resolver, host string) ([
 	}
 	return ok, nil
 }
+
+// Bytes is a size written like "10MiB" or "512KB" (alecthomas/units base-2
+// syntax) or a plain number of bytes.
+type Bytes int64
+
+func (b *Bytes) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return &lineError{n.Line, errors.New("a size must be a scalar like 10MiB")}
+	}
+	v, err := units.ParseBase2Bytes(n.Value)
+	if err != nil {
+		var plain int64
+		if _, perr := fmt.Sscan(n.Value, &plain); perr != nil || fmt.Sprint(plain) != n.Value {
+			return &lineError{n.Line, fmt.Errorf("invalid size %q (use e.g. 512KiB, 10MiB)", n.Value)}
+		}
+		v = units.Base2Bytes(plain)
+	}
+	if v < 0 {
+		return &lineError{n.Line, fmt.Errorf("size %q must not be negative", n.Value)}
+	}
+	*b = Bytes(v)
+	return nil
+}
+
+func (b Bytes) MarshalYAML() (any, error) { return units.Base2Bytes(b).String(), nil }
+
+// Duration is a Prometheus-style duration ("30s", "11m", "1h30m") whose
+// parse errors carry the YAML line. It converts to time.Duration directly.
+type Duration model.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return &lineError{n.Line, errors.New("a duration must be a string like 30s or 11m")}
+	}
+	v, err := model.ParseDuration(n.Value)
+	if err != nil {
+		return &lineError{n.Line, fmt.Errorf("invalid duration %q (use e.g. 500ms, 30s, 11m)", n.Value)}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+func (d Duration) String() string { return model.Duration(d).String() }

@@ -18,8 +18,8 @@ import (
 	_ "go.uber.org/goleak"
 	_ "k8s.io/client-go/kubernetes"
 	_ "k8s.io/client-go/kubernetes/fake"
+	_ "k8s.io/client-go/rest"
 	_ "k8s.io/client-go/tools/clientcmd"
 	_ "k8s.io/client-go/tools/leaderelection"
 	_ "k8s.io/client-go/tools/record"
-	_ "k8s.io/client-go/rest"
 )

@@ -1,0 +1,138 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/greybox-probe/greybox/config"
+	_ "github.com/greybox-probe/greybox/prober" // registers the probers
+)
+
+func TestParseErrorsNameFileLineAndKey(t *testing.T) {
+	for _, tc := range []struct {
+		name, yml string
+		want      []string
+	}{
+		{"unknown top-level key", "modulez: {}\n", []string{"t.yml:1", `unknown key "modulez"`}},
+		{"no modules", "modules: {}\n", []string{"t.yml", "no modules"}},
+		{"empty file", "", []string{"t.yml", "no modules"}},
+		{"missing prober", "modules:\n  a:\n    timeout: 5s\n", []string{"t.yml:3", `module "a"`, `missing key "prober"`}},
+		{"unknown prober", "modules:\n  a:\n    prober: smtp\n", []string{"t.yml:3", `unknown prober "smtp"`, "http"}},
+		{"unknown module key", "modules:\n  a:\n    prober: http\n    retries: 3\n", []string{"t.yml:4", `module "a"`, `unknown key "retries"`}},
+		{"section of another prober", "modules:\n  a:\n    prober: http\n    ttyd_ws: {}\n", []string{"t.yml:4", `unknown key "ttyd_ws"`}},
+		{"unknown key inside section", "modules:\n  ok:\n    prober: http\n  a:\n    prober: http\n    http:\n      methd: GET\n", []string{"t.yml:7", `module "a"`, `unknown key "methd"`}},
+		{"unknown key in http_client_config", "modules:\n  a:\n    prober: http\n    http:\n      http_client_config:\n        basic_auth: {usr: x}\n", []string{"t.yml:6", `unknown key "usr"`}},
+		{"bad regexp", "modules:\n  a:\n    prober: http\n    http:\n      fail_if_body_matches_regexp: ['(']\n", []string{"t.yml:5", `module "a"`, "invalid regular expression"}},
+		{"bad status code", "modules:\n  a:\n    prober: http\n    http:\n      valid_status_codes: [2000]\n", []string{"t.yml:4", "valid_status_codes"}},
+		{"bad timeout", "modules:\n  a:\n    prober: http\n    timeout: soon\n", []string{"t.yml:4", "soon"}},
+		{"bad allowlist", "modules:\n  a:\n    prober: http\n    allowed_targets: ['10.0.0.0/33']\n", []string{"t.yml:4", "not a CIDR"}},
+		{"bad size", "modules:\n  a:\n    prober: http\n    http: {body_size_limit: lots}\n", []string{"t.yml:4", "invalid size"}},
+		{"bad default module", "default_module: nope\nmodules:\n  a: {prober: http}\n", []string{"t.yml", `default_module "nope"`}},
+		{"not yaml", "modules: [\n", []string{"t.yml", "line"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tc.yml), "t.yml")
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans lines: %q", err)
+			}
+		})
+	}
+}
+
+func TestParseDefaultsAndSettings(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+modules:
+  plain:
+    prober: http
+  tuned:
+    prober: http
+    timeout: 3s
+    allowed_targets: ["*.example.com", "127.0.0.0/8"]
+    http:
+      method: post
+      body_size_limit: 1KiB
+      http_client_config:
+        basic_auth: {username: u, password: hunter2}
+`), "t.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := cfg.Modules["plain"]
+	if plain.Name != "plain" || plain.Timeout.String() != "10s" {
+		t.Errorf("defaults: name=%q timeout=%s", plain.Name, plain.Timeout)
+	}
+	out, err := cfg.Redacted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"method: POST", "body_size_limit: 1KiB", "<secret>", "'*.example.com'", "timeout: 3s"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("redacted config lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "hunter2") {
+		t.Fatalf("secret leaked into /config output:\n%s", out)
+	}
+	// The redacted output is itself a valid config (secrets aside).
+	var again map[string]any
+	if err := yaml.Unmarshal(out, &again); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHTTPClientConfigKeepsProberDefaultForFollowRedirects(t *testing.T) {
+	c := config.NewHTTPClientConfig(false)
+	if err := yaml.Unmarshal([]byte("basic_auth: {username: u, password: p}\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.FollowRedirects {
+		t.Error("follow_redirects flipped to true although the user did not set it")
+	}
+	c = config.NewHTTPClientConfig(false)
+	if err := yaml.Unmarshal([]byte("follow_redirects: true\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if !c.FollowRedirects {
+		t.Error("explicit follow_redirects: true was ignored")
+	}
+}
+
+func TestAllowlist(t *testing.T) {
+	a, err := config.ParseAllowlist([]string{"terminal.example.com", "*.svc.cluster.local", "10.0.0.0/8", "::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for host, want := range map[string]bool{
+		"terminal.example.com":            true,
+		"TERMINAL.example.com.":           true,
+		"ttyd.terminal.svc.cluster.local": true,
+		"svc.cluster.local":               false,
+		"evil.example.com":                false,
+	} {
+		if got := a.AllowsName(host); got != want {
+			t.Errorf("AllowsName(%q) = %v, want %v", host, got, want)
+		}
+	}
+	for _, bad := range []string{"", "10.0.0.0/99", "a b", "*"} {
+		if _, err := config.ParseAllowlist([]string{bad}); err == nil {
+			t.Errorf("ParseAllowlist(%q) accepted", bad)
+		}
+	}
+}
+
+func TestThirdPartyValidationErrorsGetALine(t *testing.T) {
+	_, err := config.Parse([]byte("modules:\n  a:\n    prober: http\n    http:\n      http_client_config:\n        basic_auth: {username: u, password: p}\n        authorization: {credentials: c}\n"), "t.yml")
+	if err == nil || !strings.Contains(err.Error(), "t.yml:4") || !strings.Contains(err.Error(), "at most one of basic_auth") {
+		t.Fatalf("got %v", err)
+	}
+}

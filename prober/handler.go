@@ -1,0 +1,340 @@
+package prober
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
+	"gopkg.in/yaml.v3"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/greybox-probe/greybox/config"
+)
+
+// HandlerOptions wires the /probe handler to the rest of the server.
+type HandlerOptions struct {
+	Config  func() *config.Config
+	Logger  *slog.Logger
+	History *History
+	// TimeoutOffset is subtracted from Prometheus' scrape timeout so the
+	// answer arrives before Prometheus gives up.
+	TimeoutOffset time.Duration
+	// MaxInFlight caps concurrent probes; past it /probe answers 503 at once.
+	MaxInFlight int
+	Kube        func() (kubernetes.Interface, error)
+	// Registerer receives greybox's own metrics about probes.
+	Registerer prometheus.Registerer
+}
+
+// Handler serves /probe.
+type Handler struct {
+	opts     HandlerOptions
+	slots    chan struct{}
+	requests *prometheus.CounterVec
+	inFlight prometheus.Gauge
+	duration *prometheus.HistogramVec
+}
+
+// Result labels of greybox_probe_requests_total.
+const (
+	resultSuccess    = "success"
+	resultFailure    = "failure"
+	resultBadRequest = "bad_request"
+	resultForbidden  = "forbidden"
+	resultOverloaded = "overloaded"
+)
+
+// NewHandler builds the /probe handler and registers its own metrics.
+func NewHandler(o HandlerOptions) *Handler {
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 100
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.History == nil {
+		o.History = NewHistory(100)
+	}
+	if o.Kube == nil {
+		o.Kube = func() (kubernetes.Interface, error) { return nil, ErrNoKube }
+	}
+	h := &Handler{
+		opts:  o,
+		slots: make(chan struct{}, o.MaxInFlight),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "greybox_probe_requests_total",
+			Help: "Probe requests by module and result (success, failure, bad_request, forbidden, overloaded).",
+		}, []string{"module", "result"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "greybox_probes_in_flight",
+			Help: "Probes running now.",
+		}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "greybox_probe_duration_seconds",
+			Help:    "Duration of probes that ran, by module.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"module"}),
+	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(h.requests, h.inFlight, h.duration)
+	}
+	return h
+}
+
+func (h *Handler) refuse(w http.ResponseWriter, module, result string, code int, reason string) {
+	h.requests.WithLabelValues(module, result).Inc()
+	http.Error(w, reason, code)
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cfg := h.opts.Config()
+	params := r.URL.Query()
+	moduleName := params.Get("module")
+	if moduleName == "" {
+		moduleName = cfg.DefaultModule
+	}
+	if moduleName == "" {
+		h.refuse(w, "", resultBadRequest, http.StatusBadRequest, "module parameter is missing")
+		return
+	}
+	module, ok := cfg.Modules[moduleName]
+	if !ok {
+		h.refuse(w, "", resultBadRequest, http.StatusBadRequest, fmt.Sprintf("unknown module %q", oneLine(moduleName)))
+		return
+	}
+	target := params.Get("target")
+	if target == "" {
+		h.refuse(w, moduleName, resultBadRequest, http.StatusBadRequest, "target parameter is missing")
+		return
+	}
+	spec, ok := Lookup(module.Prober)
+	if !ok {
+		h.refuse(w, moduleName, resultBadRequest, http.StatusBadRequest, fmt.Sprintf("module %q uses unknown prober %q", moduleName, module.Prober))
+		return
+	}
+	timeout, err := probeTimeout(r, *module, h.opts.TimeoutOffset)
+	if err != nil {
+		h.refuse(w, moduleName, resultBadRequest, http.StatusBadRequest, err.Error())
+		return
+	}
+	debug := params.Get("debug") == "true"
+
+	// Take a slot before any network step (the allowlist check resolves).
+	select {
+	case h.slots <- struct{}{}:
+		defer func() { <-h.slots }()
+	default:
+		h.refuse(w, moduleName, resultOverloaded, http.StatusServiceUnavailable,
+			fmt.Sprintf("too many probes in flight (limit %d)", cap(h.slots)))
+		return
+	}
+	h.inFlight.Inc()
+	defer h.inFlight.Dec()
+
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	env := Env{Guard: NewGuard(module.AllowedTargets), Kube: h.opts.Kube}
+	if err := checkTarget(ctx, spec, target, *module, env.Guard); err != nil {
+		var te *TargetError
+		if errors.As(err, &te) && te.Forbidden {
+			h.refuse(w, moduleName, resultForbidden, http.StatusForbidden, oneLine(err.Error()))
+			return
+		}
+		h.refuse(w, moduleName, resultBadRequest, http.StatusBadRequest, oneLine(err.Error()))
+		return
+	}
+
+	logs := &limitedBuffer{max: 1 << 20}
+	logger := slog.New(slog.NewMultiHandler(
+		slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}),
+		h.opts.Logger.Handler(),
+	)).With("module", moduleName, "target", target)
+
+	reg := prometheus.NewRegistry()
+	successGauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_success", Help: "Whether the probe succeeded (1) or failed (0)."})
+	durationGauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_duration_seconds", Help: "How long the probe took, in seconds."})
+	timeoutGauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_timeout_seconds", Help: "The time budget the probe had, in seconds."})
+	reg.MustRegister(successGauge, durationGauge, timeoutGauge)
+	timeoutGauge.Set(timeout.Seconds())
+
+	logger.Debug("beginning probe", "prober", module.Prober, "timeout_seconds", timeout.Seconds())
+	start := time.Now()
+	success := runProbe(ctx, spec.Probe, target, *module, reg, logger, env)
+	elapsed := time.Since(start)
+	durationGauge.Set(elapsed.Seconds())
+	if success {
+		successGauge.Set(1)
+		logger.Debug("probe succeeded", "duration_seconds", elapsed.Seconds())
+		h.requests.WithLabelValues(moduleName, resultSuccess).Inc()
+	} else {
+		logger.Debug("probe failed", "duration_seconds", elapsed.Seconds())
+		h.requests.WithLabelValues(moduleName, resultFailure).Inc()
+	}
+	h.duration.WithLabelValues(moduleName).Observe(elapsed.Seconds())
+
+	report := debugReport(logs.String(), reg, *module)
+	h.opts.History.Add(&Entry{
+		Module: moduleName, Target: target, Start: start, Duration: elapsed,
+		Success: success, Debug: report,
+	})
+	if debug {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, report)
+		return
+	}
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+}
+
+// runProbe turns a prober panic into a failed probe with a log line, so one
+// bad upstream answer cannot take the server down.
+func runProbe(ctx context.Context, fn ProbeFunc, target string, m config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			logger.Error("prober panicked; reporting failure", "panic", fmt.Sprint(p))
+			ok = false
+		}
+	}()
+	return fn(ctx, target, m, reg, logger, env)
+}
+
+// checkTarget applies the prober's own target check, or for URL probers
+// checks scheme and host and runs the host through the allowlist (which pins
+// the resolved addresses for the dialer).
+func checkTarget(ctx context.Context, spec Spec, target string, m config.Module, g *Guard) error {
+	if spec.CheckTarget != nil {
+		return spec.CheckTarget(target, m)
+	}
+	u, err := ParseHTTPTarget(target)
+	if err != nil {
+		return err
+	}
+	if m.AllowedTargets.Empty() {
+		return nil
+	}
+	if _, err := g.Resolve(ctx, u.Hostname()); err != nil {
+		var fe *config.ForbiddenError
+		if errors.As(err, &fe) {
+			return &TargetError{Reason: fe.Reason, Forbidden: true}
+		}
+		// A lookup failure is the probe's to report (probe_success 0), not
+		// the caller's mistake.
+	}
+	return nil
+}
+
+// ParseHTTPTarget accepts an absolute http(s) URL with a host.
+func ParseHTTPTarget(target string) (*url.URL, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, &TargetError{Reason: fmt.Sprintf("target is not a URL: %v", err)}
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, &TargetError{Reason: fmt.Sprintf("target %q must be an http:// or https:// URL", oneLine(target))}
+	}
+	if u.Hostname() == "" {
+		return nil, &TargetError{Reason: fmt.Sprintf("target %q has no host", oneLine(target))}
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, &TargetError{Reason: fmt.Sprintf("target %q has an invalid port", oneLine(target))}
+		}
+	}
+	return u, nil
+}
+
+func probeTimeout(r *http.Request, m config.Module, offset time.Duration) (time.Duration, error) {
+	timeout := time.Duration(m.Timeout)
+	v := r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds")
+	if v == "" {
+		return timeout, nil
+	}
+	s, err := strconv.ParseFloat(v, 64)
+	if err != nil || s <= 0 || math.IsNaN(s) || math.IsInf(s, 0) {
+		return 0, fmt.Errorf("invalid X-Prometheus-Scrape-Timeout-Seconds %q", oneLine(v))
+	}
+	scrape := time.Duration(s * float64(time.Second))
+	if scrape > offset {
+		scrape -= offset
+	}
+	return min(scrape, timeout), nil
+}
+
+func debugReport(logs string, reg *prometheus.Registry, m config.Module) string {
+	var b strings.Builder
+	b.WriteString("Logs for the probe:\n")
+	b.WriteString(logs)
+	b.WriteString("\n\nMetrics that would have been returned:\n")
+	if mfs, err := reg.Gather(); err == nil {
+		enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
+		for _, mf := range mfs {
+			_ = enc.Encode(mf)
+		}
+	} else {
+		fmt.Fprintf(&b, "error gathering metrics: %v\n", err)
+	}
+	b.WriteString("\n\nModule configuration:\n")
+	if out, err := yaml.Marshal(map[string]config.Module{m.Name: m}); err == nil {
+		b.Write(out)
+	} else {
+		fmt.Fprintf(&b, "error rendering module: %v\n", err)
+	}
+	return b.String()
+}
+
+// oneLine keeps reasons on one line: params and targets are user input.
+func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 512 {
+		s = s[:512] + "…"
+	}
+	return s
+}
+
+// limitedBuffer keeps the first max bytes of a probe's log; a chatty
+// prober cannot grow history without bound.
+type limitedBuffer struct {
+	mu        sync.Mutex
+	buf       bytes.Buffer
+	max       int
+	truncated bool
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if room := l.max - l.buf.Len(); room < len(p) {
+		if room > 0 {
+			l.buf.Write(p[:room])
+		}
+		l.truncated = true
+		return len(p), nil
+	}
+	return l.buf.Write(p)
+}
+
+func (l *limitedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.truncated {
+		return l.buf.String() + "\n… log truncated\n"
+	}
+	return l.buf.String()
+}

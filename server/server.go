@@ -1,0 +1,208 @@
+// Package server wires the probe server's HTTP endpoints: /probe, the
+// landing page and history, /config, /metrics, health and reload.
+package server
+
+import (
+	"fmt"
+	"html/template"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/version"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/greybox-probe/greybox/config"
+	"github.com/greybox-probe/greybox/prober"
+)
+
+// Server is the probe server's state shared by its endpoints.
+type Server struct {
+	ConfigFile string
+	Logger     *slog.Logger
+	Registry   *prometheus.Registry
+
+	cfg     *config.SafeConfig
+	history *prober.History
+	probe   *prober.Handler
+	reloads reloadMetrics
+	mux     *http.ServeMux
+	mu      sync.Mutex // serialises reloads
+}
+
+type reloadMetrics struct {
+	ok   prometheus.Gauge
+	last prometheus.Gauge
+}
+
+// Options for New.
+type Options struct {
+	ConfigFile    string
+	Config        *config.Config
+	Logger        *slog.Logger
+	Registry      *prometheus.Registry
+	HistorySize   int
+	MaxInFlight   int
+	TimeoutOffset time.Duration
+	// Kube returns the Kubernetes client for probers that need one.
+	Kube func() (kubernetes.Interface, error)
+}
+
+// New builds the server around an already-validated config.
+func New(o Options) *Server {
+	s := &Server{
+		ConfigFile: o.ConfigFile,
+		Logger:     o.Logger,
+		Registry:   o.Registry,
+		cfg:        config.NewSafeConfig(o.Config),
+		history:    prober.NewHistory(o.HistorySize),
+		mux:        http.NewServeMux(),
+	}
+	s.reloads.ok = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "greybox_config_last_reload_successful", Help: "Whether the last configuration reload succeeded.",
+	})
+	s.reloads.last = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "greybox_config_last_reload_success_timestamp_seconds", Help: "Time of the last successful configuration reload.",
+	})
+	o.Registry.MustRegister(s.reloads.ok, s.reloads.last)
+	s.reloads.ok.Set(1)
+	s.reloads.last.SetToCurrentTime()
+
+	s.probe = prober.NewHandler(prober.HandlerOptions{
+		Config:        s.cfg.Get,
+		Logger:        o.Logger,
+		History:       s.history,
+		TimeoutOffset: o.TimeoutOffset,
+		MaxInFlight:   o.MaxInFlight,
+		Kube:          o.Kube,
+		Registerer:    o.Registry,
+	})
+	s.mux.Handle("/probe", s.probe)
+	s.mux.Handle("/metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
+	s.mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy") })
+	s.mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Ready") })
+	s.mux.HandleFunc("/-/reload", s.handleReload)
+	s.mux.HandleFunc("/config", s.handleConfig)
+	s.mux.HandleFunc("/logs", s.handleLogs)
+	s.mux.HandleFunc("/{$}", s.handleLanding)
+	return s
+}
+
+// ServeHTTP makes Server an http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Config returns the running config.
+func (s *Server) Config() *config.Config { return s.cfg.Get() }
+
+// Reload re-reads the config file; on error the running config stays.
+func (s *Server) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.cfg.Reload(s.ConfigFile); err != nil {
+		s.reloads.ok.Set(0)
+		s.Logger.Error("config reload failed; keeping the running config", "err", err)
+		return err
+	}
+	s.reloads.ok.Set(1)
+	s.reloads.last.SetToCurrentTime()
+	s.Logger.Info("config reloaded", "file", s.ConfigFile, "modules", len(s.cfg.Get().Modules))
+	return nil
+}
+
+func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost && r.Method != http.MethodPut {
+		w.Header().Set("Allow", "POST, PUT")
+		http.Error(w, "reload requires POST", http.StatusMethodNotAllowed)
+		return
+	}
+	if err := s.Reload(); err != nil {
+		http.Error(w, fmt.Sprintf("failed to reload config: %v", err), http.StatusInternalServerError)
+		return
+	}
+	fmt.Fprintln(w, "config reloaded")
+}
+
+func (s *Server) handleConfig(w http.ResponseWriter, _ *http.Request) {
+	out, err := s.cfg.Get().Redacted()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write(out)
+}
+
+func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var (
+		e  *prober.Entry
+		ok bool
+	)
+	switch {
+	case q.Get("id") != "":
+		id, err := strconv.ParseInt(q.Get("id"), 10, 64)
+		if err != nil {
+			http.Error(w, "id must be an integer", http.StatusBadRequest)
+			return
+		}
+		e, ok = s.history.Get(id)
+	case q.Get("module") != "" && q.Get("target") != "":
+		e, ok = s.history.Newest(q.Get("module"), q.Get("target"))
+	default:
+		http.Error(w, "give id, or module and target", http.StatusBadRequest)
+		return
+	}
+	if !ok {
+		http.Error(w, "no such probe in history (it may have rotated out)", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "Probe %d: module=%s target=%s at %s, %s, success=%t\n\n", e.ID, e.Module, e.Target,
+		e.Start.UTC().Format(time.RFC3339), e.Duration.Round(time.Microsecond), e.Success)
+	fmt.Fprint(w, e.Debug)
+}
+
+var landing = template.Must(template.New("landing").Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>greybox</title>
+<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}.fail{color:#b00}.ok{color:#070}</style>
+</head><body>
+<h1>greybox</h1>
+<p>Probes what black-box checks miss. Version {{.Version}}.
+<a href="/metrics">Metrics</a> · <a href="/config">Configuration</a> · <a href="/-/healthy">Health</a></p>
+<h2>Modules</h2>
+<table><tr><th>Module</th><th>Prober</th><th>Timeout</th><th>Allowed targets</th></tr>
+{{range .Modules}}<tr><td>{{.Name}}</td><td>{{.Prober}}</td><td>{{.Timeout}}</td><td>{{if .AllowedTargets.Entries}}{{range .AllowedTargets.Entries}}{{.}} {{end}}{{else}}any{{end}}</td></tr>
+{{end}}</table>
+<p>Try: <code>/probe?module=&lt;module&gt;&amp;target=&lt;target&gt;&amp;debug=true</code></p>
+<h2>Recent probes</h2>
+<table><tr><th>Time (UTC)</th><th>Module</th><th>Target</th><th>Result</th><th>Duration</th><th>Debug</th></tr>
+{{range .History}}<tr><td>{{.Start.UTC.Format "2006-01-02 15:04:05"}}</td><td>{{.Module}}</td><td>{{.Target}}</td>
+<td>{{if .Success}}<span class="ok">success</span>{{else}}<span class="fail">failure</span>{{end}}</td><td>{{.Duration}}</td>
+<td><a href="/logs?id={{.ID}}">logs</a> · <a href="/logs?module={{.Module}}&amp;target={{.Target}}">newest</a></td></tr>
+{{else}}<tr><td colspan="6">No probes yet.</td></tr>
+{{end}}</table>
+</body></html>
+`))
+
+func (s *Server) handleLanding(w http.ResponseWriter, _ *http.Request) {
+	cfg := s.cfg.Get()
+	mods := make([]*config.Module, 0, len(cfg.Modules))
+	for _, name := range slices.Sorted(maps.Keys(cfg.Modules)) {
+		mods = append(mods, cfg.Modules[name])
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	err := landing.Execute(w, map[string]any{
+		"Version": version.Version,
+		"Modules": mods,
+		"History": s.history.List(),
+	})
+	if err != nil {
+		s.Logger.Error("rendering landing page", "err", err)
+	}
+}
