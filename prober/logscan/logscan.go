@@ -1,0 +1,430 @@
+// Package logscan is the line scanner of the k8s_log_errors prober: it
+// counts the lines of a log stream that match any of a set of patterns, in
+// constant memory and at least at grep -c -F speed for literals. It has no
+// dependencies beyond the standard library, so bench/cmd/logscan measures
+// the scanner, not the start-up of a Kubernetes client.
+package logscan
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"regexp/syntax"
+	"strings"
+	"unicode/utf8"
+)
+
+// BufferSize is the scanner's read buffer and so its memory bound per
+// stream. It is also the regexp bound: a regular expression sees at most the
+// first BufferSize bytes of a line. Literal patterns are found
+// anywhere in a line of any length.
+const BufferSize = 256 << 10
+
+// maxLiteral keeps a long line's carried tail far below the buffer size.
+const maxLiteral = 4096
+
+// sampleMax caps each matched-line sample kept for debug output.
+const sampleMax = 512
+
+// Scanner counts the lines of a log that match any of a set of patterns,
+// reading through a fixed buffer whatever the log or line length. It is
+// safe for concurrent use; every Scan has its own buffer.
+//
+// Speed: a pattern that is a pure literal (per regexp/syntax) is searched
+// for directly; a regular expression that every match must contain a
+// literal for (e.g. "code = Unavailable.*goldmane") is only run on the lines
+// that contain that literal. Like grep, the scanner searches the buffer, not
+// line by line, and jumps to the next line after a hit. Only a regexp with
+// no such literal (e.g. "(?i)error", "a|b") makes it test every line.
+type Scanner struct {
+	matchers []logMatcher
+	// everyLine: some regexp has no required literal.
+	everyLine bool
+	// tail is how many bytes of a long line's chunk are kept for the next
+	// chunk so that a literal straddling the boundary is still found.
+	tail int
+}
+
+type logMatcher struct {
+	expr string
+	// lit is the whole pattern (re == nil) or a substring that every match
+	// of re contains (nil if there is none).
+	lit []byte
+	re  *regexp.Regexp
+}
+
+// Result is what one Scan saw.
+type Result struct {
+	Bytes   int64
+	Lines   int64 // a final line without a newline counts
+	Matched int64
+	// Samples holds up to the requested number of matched lines, each cut to
+	// 512 bytes (from the chunk that matched, for lines longer than the buffer).
+	Samples []string
+}
+
+// New compiles patterns (Go regexp syntax). Patterns match within
+// one line, so a pattern with a literal newline is refused.
+func New(patterns []string) (*Scanner, error) {
+	if len(patterns) == 0 {
+		return nil, errors.New("no patterns")
+	}
+	s := &Scanner{}
+	for _, p := range patterns {
+		if p == "" {
+			return nil, errors.New("empty pattern (it would match every line)")
+		}
+		parsed, err := syntax.Parse(p, syntax.Perl)
+		if err != nil {
+			return nil, fmt.Errorf("pattern %q: %v", p, err)
+		}
+		parsed = parsed.Simplify()
+		m := logMatcher{expr: p}
+		if lit, ok := pureLiteral(parsed); ok {
+			m.lit = []byte(lit)
+			if len(m.lit)-1 > s.tail {
+				s.tail = len(m.lit) - 1
+			}
+		} else {
+			if m.re, err = regexp.Compile(p); err != nil {
+				return nil, fmt.Errorf("pattern %q: %v", p, err)
+			}
+			if lit := requiredLiteral(parsed); lit != "" {
+				m.lit = []byte(lit)
+			} else {
+				s.everyLine = true
+			}
+		}
+		if len(m.lit) > maxLiteral {
+			return nil, fmt.Errorf("pattern %q: literal longer than %d bytes", p, maxLiteral)
+		}
+		if bytes.IndexByte(m.lit, '\n') >= 0 {
+			return nil, fmt.Errorf("pattern %q contains a newline; patterns match within one line", p)
+		}
+		s.matchers = append(s.matchers, m)
+	}
+	return s, nil
+}
+
+func pureLiteral(re *syntax.Regexp) (string, bool) {
+	if re.Op == syntax.OpLiteral && re.Flags&syntax.FoldCase == 0 {
+		return string(re.Rune), true
+	}
+	return "", false
+}
+
+// requiredLiteral returns the longest literal that every match of re
+// contains, or "".
+func requiredLiteral(re *syntax.Regexp) string {
+	switch re.Op {
+	case syntax.OpLiteral:
+		if s, ok := pureLiteral(re); ok {
+			return s
+		}
+	case syntax.OpCapture, syntax.OpPlus:
+		return requiredLiteral(re.Sub[0])
+	case syntax.OpRepeat:
+		if re.Min >= 1 {
+			return requiredLiteral(re.Sub[0])
+		}
+	case syntax.OpConcat:
+		best := ""
+		for _, sub := range re.Sub {
+			if s := requiredLiteral(sub); len(s) > len(best) {
+				best = s
+			}
+		}
+		return best
+	}
+	return ""
+}
+
+// Scan reads r to the end (or its first error) and counts matching lines.
+// The result is valid even with an error: it covers what was read.
+func (s *Scanner) Scan(r io.Reader, maxSamples int) (Result, error) {
+	st := scanState{s: s, maxSamples: maxSamples}
+	buf := make([]byte, BufferSize)
+	n := 0
+	for {
+		m, err := io.ReadFull(r, buf[n:])
+		st.res.Bytes += int64(m)
+		n += m
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			st.final(buf[:n])
+			return st.res, nil
+		case err != nil:
+			// Count the complete lines we have; the partial one is lost.
+			if k := bytes.LastIndexByte(buf[:n], '\n'); k >= 0 {
+				st.region(buf[:k+1], false)
+			}
+			return st.res, err
+		}
+		k := bytes.LastIndexByte(buf[:n], '\n')
+		if k < 0 {
+			// One line fills the buffer: scan this chunk of it and keep a
+			// tail for literals that straddle into the next chunk.
+			st.longChunk(buf[:n])
+			n = copy(buf, buf[n-s.tail:n])
+			continue
+		}
+		st.region(buf[:k+1], false)
+		n = copy(buf, buf[k+1:n])
+	}
+}
+
+type scanState struct {
+	s          *Scanner
+	maxSamples int
+	res        Result
+	finders    []finder
+	next       []int
+	// inLong: the buffer starts in the middle of a line longer than the
+	// buffer; longMatched: that line was already counted.
+	inLong, longMatched bool
+}
+
+func (st *scanState) init(sample []byte) {
+	if st.finders != nil {
+		return
+	}
+	st.finders = make([]finder, len(st.s.matchers))
+	st.next = make([]int, len(st.s.matchers))
+	var hist [256]int
+	if len(sample) > 64<<10 {
+		sample = sample[:64<<10]
+	}
+	for _, c := range sample {
+		hist[c]++
+	}
+	for i, m := range st.s.matchers {
+		st.finders[i] = newFinder(m.lit, &hist, len(sample))
+	}
+}
+
+func (st *scanState) sample(line []byte) {
+	if len(st.res.Samples) >= st.maxSamples {
+		return
+	}
+	if len(line) > sampleMax {
+		line = line[:sampleMax]
+	}
+	st.res.Samples = append(st.res.Samples, strings.ToValidUTF8(string(line), string(utf8.RuneError)))
+}
+
+func (st *scanState) hit() { st.res.Matched++ }
+
+// longChunk handles a buffer that holds part of one line and no newline.
+func (st *scanState) longChunk(chunk []byte) {
+	st.init(chunk)
+	first := !st.inLong
+	st.inLong = true
+	if st.longMatched {
+		return
+	}
+	for i, m := range st.s.matchers {
+		var ok bool
+		switch {
+		case m.re == nil:
+			ok = st.finders[i].index(chunk) >= 0
+		case first:
+			// The documented bound: a regexp sees the line's first buffer.
+			ok = m.re.Match(chunk)
+		}
+		if ok {
+			st.longMatched = true
+			st.hit()
+			st.sample(chunk)
+			return
+		}
+	}
+}
+
+// final handles what is left at the end of the stream: complete lines and
+// maybe one without a trailing newline.
+func (st *scanState) final(rest []byte) {
+	if len(rest) == 0 {
+		if st.inLong {
+			st.res.Lines++
+		}
+		return
+	}
+	st.region(rest, true)
+}
+
+// region handles complete lines; with last, the final line may lack its newline.
+func (st *scanState) region(r []byte, last bool) {
+	st.init(r)
+	st.res.Lines += int64(bytes.Count(r, []byte{'\n'}))
+	if last && r[len(r)-1] != '\n' {
+		st.res.Lines++
+	}
+	if st.inLong {
+		end := bytes.IndexByte(r, '\n')
+		if end < 0 {
+			end = len(r)
+		}
+		if !st.longMatched {
+			for i, m := range st.s.matchers {
+				if m.re == nil && st.finders[i].index(r[:end]) >= 0 {
+					st.hit()
+					st.sample(r[:end])
+					break
+				}
+			}
+		}
+		st.inLong, st.longMatched = false, false
+		if end+1 >= len(r) {
+			return
+		}
+		r = r[end+1:]
+	}
+	if st.s.everyLine {
+		st.eachLine(r)
+		return
+	}
+	st.merge(r)
+}
+
+// eachLine tests every line against every pattern: the slow path for
+// regexps without a literal to search for.
+func (st *scanState) eachLine(r []byte) {
+	for len(r) > 0 {
+		end := bytes.IndexByte(r, '\n')
+		if end < 0 {
+			end = len(r)
+		}
+		line := r[:end]
+		for i, m := range st.s.matchers {
+			var ok bool
+			if m.re != nil {
+				ok = m.re.Match(line)
+			} else {
+				ok = st.finders[i].index(line) >= 0
+			}
+			if ok {
+				st.hit()
+				st.sample(line)
+				break
+			}
+		}
+		if end+1 > len(r) {
+			return
+		}
+		r = r[end+1:]
+	}
+}
+
+// merge searches the region for each pattern's literal and visits hits in
+// order, like a k-way merge: a hit's line is counted once (a regexp is
+// confirmed on the line), then every pattern resumes after that line.
+func (st *scanState) merge(r []byte) {
+	next := st.next
+	for i := range st.s.matchers {
+		next[i] = st.finders[i].index(r)
+	}
+	for {
+		at := -1
+		for _, p := range next {
+			if p >= 0 && (at < 0 || p < at) {
+				at = p
+			}
+		}
+		if at < 0 {
+			return
+		}
+		start := bytes.LastIndexByte(r[:at], '\n') + 1
+		end := bytes.IndexByte(r[at:], '\n')
+		if end < 0 {
+			end = len(r)
+		} else {
+			end += at
+		}
+		line := r[start:end]
+		matched := false
+		for i, m := range st.s.matchers {
+			if next[i] < 0 || next[i] >= end {
+				continue
+			}
+			if !matched && (m.re == nil || m.re.Match(line)) {
+				matched = true
+			}
+			// The whole line was decided for this pattern: resume after it.
+			if end+1 >= len(r) {
+				next[i] = -1
+			} else if j := st.finders[i].index(r[end+1:]); j >= 0 {
+				next[i] = end + 1 + j
+			} else {
+				next[i] = -1
+			}
+		}
+		if matched {
+			st.hit()
+			st.sample(line)
+		}
+	}
+}
+
+// finder searches for one literal. Rather than the literal's first byte it
+// skips to its rarest byte in this log (measured on the first buffer), which
+// is what makes a literal search beat grep on logs where the first byte is
+// common (every whisker line contains "f" and "w", few contain "F").
+type finder struct {
+	pat      []byte
+	o1, o2   int // offsets of the rarest and second-rarest bytes
+	useIndex bool
+}
+
+func newFinder(pat []byte, hist *[256]int, sampleLen int) finder {
+	f := finder{pat: pat}
+	if len(pat) < 2 {
+		return f
+	}
+	f.o1, f.o2 = -1, -1
+	for i, c := range pat {
+		if f.o1 < 0 || hist[c] < hist[pat[f.o1]] {
+			f.o1 = i
+		}
+	}
+	for i, c := range pat {
+		if c != pat[f.o1] && (f.o2 < 0 || hist[c] < hist[pat[f.o2]]) {
+			f.o2 = i
+		}
+	}
+	if f.o2 < 0 {
+		f.o2 = f.o1
+	}
+	// When even the rarest byte is common, stopping at each one costs more
+	// than the runtime's vectorised substring search.
+	if sampleLen > 0 && hist[pat[f.o1]]*16 > sampleLen {
+		f.useIndex = true
+	}
+	return f
+}
+
+func (f *finder) index(s []byte) int {
+	n := len(f.pat)
+	switch {
+	case n == 0:
+		return -1
+	case n == 1:
+		return bytes.IndexByte(s, f.pat[0])
+	case f.useIndex:
+		return bytes.Index(s, f.pat)
+	}
+	last := len(s) - n // last possible start
+	b1, b2, o1, o2 := f.pat[f.o1], f.pat[f.o2], f.o1, f.o2
+	for i := 0; i <= last; i++ {
+		j := bytes.IndexByte(s[i+o1:last+o1+1], b1)
+		if j < 0 {
+			return -1
+		}
+		i += j
+		if s[i+o2] == b2 && bytes.Equal(s[i:i+n], f.pat) {
+			return i
+		}
+	}
+	return -1
+}
