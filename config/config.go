@@ -48,7 +48,14 @@ type Module struct {
 	// Settings holds the registered settings type of Prober; it is
 	// serialised under a key named after the prober.
 	Settings Settings `yaml:"-"`
+
+	// rendered is the module as YAML (secrets redacted), made once at load
+	// because debug output and history show it for every probe.
+	rendered string
 }
+
+// YAML returns the module's configuration as YAML, secrets redacted.
+func (m *Module) YAML() string { return m.rendered }
 
 // Module keys shared by every prober; anything else must be the section
 // named after the module's prober.
@@ -256,6 +263,11 @@ func Parse(data []byte, name string) (*Config, error) {
 			return nil, fmt.Errorf("%s:%d: module %q is empty", name, moduleLine(&doc, n), n)
 		}
 		m.Name = n
+		out, err := yaml.Marshal(map[string]*Module{n: m})
+		if err != nil {
+			return nil, fmt.Errorf("%s: module %q cannot be rendered: %v", name, n, err)
+		}
+		m.rendered = string(out)
 	}
 	if cfg.DefaultModule != "" {
 		if _, ok := cfg.Modules[cfg.DefaultModule]; !ok {

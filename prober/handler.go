@@ -16,9 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
-	"gopkg.in/yaml.v3"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/greybox-probe/greybox/config"
@@ -185,17 +183,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.duration.WithLabelValues(moduleName).Observe(elapsed.Seconds())
 
-	report := debugReport(logs.String(), reg, *module)
-	h.opts.History.Add(&Entry{
-		Module: moduleName, Target: target, Start: start, Duration: elapsed,
-		Success: success, Debug: report,
-	})
+	mfs, gatherErr := reg.Gather()
+	if gatherErr != nil {
+		logger.Error("gathering probe metrics failed", "err", gatherErr)
+	}
+	entry := &Entry{
+		Module: moduleName, Target: target, Start: start, Duration: elapsed, Success: success,
+		Logs: logs.String(), Metrics: mfs, ModuleYAML: module.YAML(),
+	}
+	h.opts.History.Add(entry)
 	if debug {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = io.WriteString(w, report)
+		_, _ = io.WriteString(w, entry.Debug())
 		return
 	}
-	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	// Encode the families already gathered for history rather than have
+	// promhttp gather again; the answer is a few KB, so no gzip.
+	format := expfmt.NegotiateIncludingOpenMetrics(r.Header)
+	w.Header().Set("Content-Type", string(format))
+	enc := expfmt.NewEncoder(w, format)
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			logger.Error("encoding probe metrics failed", "err", err)
+			return
+		}
+	}
+	if c, ok := enc.(expfmt.Closer); ok {
+		_ = c.Close()
+	}
 }
 
 // runProbe turns a prober panic into a failed probe with a log line, so one
@@ -270,28 +285,6 @@ func probeTimeout(r *http.Request, m config.Module, offset time.Duration) (time.
 		scrape -= offset
 	}
 	return min(scrape, timeout), nil
-}
-
-func debugReport(logs string, reg *prometheus.Registry, m config.Module) string {
-	var b strings.Builder
-	b.WriteString("Logs for the probe:\n")
-	b.WriteString(logs)
-	b.WriteString("\n\nMetrics that would have been returned:\n")
-	if mfs, err := reg.Gather(); err == nil {
-		enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
-		for _, mf := range mfs {
-			_ = enc.Encode(mf)
-		}
-	} else {
-		fmt.Fprintf(&b, "error gathering metrics: %v\n", err)
-	}
-	b.WriteString("\n\nModule configuration:\n")
-	if out, err := yaml.Marshal(map[string]config.Module{m.Name: m}); err == nil {
-		b.Write(out)
-	} else {
-		fmt.Fprintf(&b, "error rendering module: %v\n", err)
-	}
-	return b.String()
 }
 
 // oneLine keeps reasons on one line: params and targets are user input.

@@ -184,7 +184,7 @@ func TestHandlerDebugOutputRedactsSecrets(t *testing.T) {
 		t.Fatalf("secret in debug output:\n%s", body)
 	}
 	e, ok := hist.Newest("http_2xx", target.URL)
-	if !ok || strings.Contains(e.Debug, "topsecret") || !strings.Contains(e.Debug, "probe_success 1") {
+	if !ok || strings.Contains(e.Debug(), "topsecret") || !strings.Contains(e.Debug(), "probe_success 1") {
 		t.Errorf("history entry wrong or leaks the secret: %+v", e)
 	}
 }

@@ -1,9 +1,14 @@
 package prober
 
 import (
+	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 )
 
 // Entry is one finished probe as kept in history.
@@ -14,8 +19,28 @@ type Entry struct {
 	Start    time.Time
 	Duration time.Duration
 	Success  bool
-	// Debug is the same report debug=true returns: log, metrics, module.
-	Debug string
+	// The parts of the debug report, kept raw: most entries are never
+	// looked at, so rendering waits until someone does.
+	Logs       string
+	Metrics    []*dto.MetricFamily
+	ModuleYAML string
+}
+
+// Debug renders the report debug=true returns: log, metrics, module.
+func (e *Entry) Debug() string {
+	var b strings.Builder
+	b.WriteString("Logs for the probe:\n")
+	b.WriteString(e.Logs)
+	b.WriteString("\n\nMetrics that would have been returned:\n")
+	enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range e.Metrics {
+		if err := enc.Encode(mf); err != nil {
+			fmt.Fprintf(&b, "error encoding %s: %v\n", mf.GetName(), err)
+		}
+	}
+	b.WriteString("\n\nModule configuration:\n")
+	b.WriteString(e.ModuleYAML)
+	return b.String()
 }
 
 // History keeps the last probes, and the last failures for longer: a ring

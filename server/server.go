@@ -165,7 +165,7 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintf(w, "Probe %d: module=%s target=%s at %s, %s, success=%t\n\n", e.ID, e.Module, e.Target,
 		e.Start.UTC().Format(time.RFC3339), e.Duration.Round(time.Microsecond), e.Success)
-	fmt.Fprint(w, e.Debug)
+	fmt.Fprint(w, e.Debug())
 }
 
 var landing = template.Must(template.New("landing").Parse(`<!DOCTYPE html>
