@@ -1,0 +1,1269 @@
+package prober
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"mime"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	pconfig "github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/greybox-probe/greybox/config"
+	"github.com/greybox-probe/greybox/kube"
+)
+
+// TraefikParitySettings is the `traefik_parity:` section of a module.
+type TraefikParitySettings struct {
+	HTTPClientConfig config.HTTPClientConfig `yaml:"http_client_config,omitempty"`
+	// PerPage is sent as per_page on every list request.
+	PerPage int `yaml:"per_page"`
+	// MaxPages caps the pages read per list; a replica with more is down
+	// (its table could not be compared whole).
+	MaxPages int `yaml:"max_pages"`
+	// MaxResponseBytes caps each response body.
+	MaxResponseBytes config.Bytes  `yaml:"max_response_bytes"`
+	IncludeTCP       bool          `yaml:"include_tcp"`
+	IncludeUDP       bool          `yaml:"include_udp"`
+	IgnoreRouters    config.Regexp `yaml:"ignore_routers,omitempty"`
+	// Compare lists what must agree besides the router name: rule, service.
+	Compare []string `yaml:"compare,omitempty"`
+	// GracePeriod: pods (Kubernetes discovery) whose Traefik started less
+	// than this ago are reported but left out of the consensus and success.
+	GracePeriod model.Duration `yaml:"grace_period,omitempty"`
+	// Namespaces a k8s: target may name; empty allows any.
+	Namespaces []string `yaml:"namespaces,omitempty"`
+	// Scheme for replicas found by k8s: and dns: discovery (http or https).
+	Scheme string `yaml:"scheme,omitempty"`
+
+	compareRule, compareService bool
+}
+
+const (
+	defaultParityPerPage  = 100
+	defaultParityMaxPages = 200
+	defaultParityMaxBytes = 8 << 20
+	// parityConcurrency bounds replicas fetched at once.
+	parityConcurrency = 32
+	// parityLogNames caps the router names logged per list.
+	parityLogNames = 50
+)
+
+func (s *TraefikParitySettings) Validate() error {
+	if s.PerPage < 0 || s.MaxPages < 0 {
+		return errors.New("per_page and max_pages must be positive")
+	}
+	if s.PerPage == 0 {
+		s.PerPage = defaultParityPerPage
+	}
+	if s.MaxPages == 0 {
+		s.MaxPages = defaultParityMaxPages
+	}
+	if s.MaxResponseBytes == 0 {
+		s.MaxResponseBytes = defaultParityMaxBytes
+	}
+	if s.GracePeriod < 0 {
+		return errors.New("grace_period must not be negative")
+	}
+	switch s.Scheme {
+	case "":
+		s.Scheme = "http"
+	case "http", "https":
+	default:
+		return fmt.Errorf("scheme: %q is neither http nor https", s.Scheme)
+	}
+	s.compareRule, s.compareService = false, false
+	for _, c := range s.Compare {
+		switch c {
+		case "name":
+		case "rule":
+			s.compareRule = true
+		case "service":
+			s.compareService = true
+		default:
+			return fmt.Errorf("compare: unknown field %q (names are always compared; add rule and/or service)", c)
+		}
+	}
+	for _, ns := range s.Namespaces {
+		if err := kube.ValidateNamespace(ns); err != nil {
+			return fmt.Errorf("namespaces: %w", err)
+		}
+	}
+	return s.HTTPClientConfig.Validate()
+}
+
+func init() {
+	Register("traefik_parity", Spec{
+		Settings: func() config.Settings {
+			return &TraefikParitySettings{
+				HTTPClientConfig: config.NewHTTPClientConfig(false),
+				PerPage:          defaultParityPerPage,
+				MaxPages:         defaultParityMaxPages,
+				MaxResponseBytes: defaultParityMaxBytes,
+			}
+		},
+		Probe:       ProbeTraefikParity,
+		CheckTarget: checkTraefikParityTarget,
+	})
+}
+
+// paritySet is a parsed target: which replicas to compare.
+type paritySet struct {
+	kind string // "k8s", "dns" or "static"
+
+	namespace string // k8s
+	selector  labels.Selector
+	host      string // dns
+	port      string // k8s, dns
+	urls      []*url.URL
+}
+
+const parityTargetForms = "want k8s:<namespace>/<label-selector>:<port>, dns:<host>:<port> " +
+	"or a comma-separated list of base URLs (http://a:9000,http://b:9000)"
+
+func parseParitySet(target string) (*paritySet, error) {
+	// Every message shows the target without userinfo: a password typed
+	// into a URL must not reach a log, an error page or the history.
+	target = redactUserinfo(target)
+	switch {
+	case strings.HasPrefix(target, "k8s:"):
+		rest := strings.TrimPrefix(target, "k8s:")
+		i := strings.LastIndexByte(rest, ':')
+		if i < 0 {
+			return nil, fmt.Errorf("target %q: missing :<port> (%s)", target, parityTargetForms)
+		}
+		port, err := parsePort(rest[i+1:])
+		if err != nil {
+			return nil, fmt.Errorf("target %q: %w", target, err)
+		}
+		kt, err := kube.ParseTarget(rest[:i])
+		if err != nil {
+			return nil, err
+		}
+		return &paritySet{kind: "k8s", namespace: kt.Namespace, selector: kt.Selector, port: port}, nil
+	case strings.HasPrefix(target, "dns:"):
+		host, port, err := net.SplitHostPort(strings.TrimPrefix(target, "dns:"))
+		if err != nil {
+			return nil, fmt.Errorf("target %q: %v (%s)", target, err, parityTargetForms)
+		}
+		if port, err = parsePort(port); err != nil {
+			return nil, fmt.Errorf("target %q: %w", target, err)
+		}
+		if host == "" || strings.ContainsAny(host, "/?#@ ") {
+			return nil, fmt.Errorf("target %q: bad host %q", target, host)
+		}
+		return &paritySet{kind: "dns", host: host, port: port}, nil
+	}
+	set := &paritySet{kind: "static"}
+	seen := map[string]bool{}
+	for part := range strings.SplitSeq(target, ",") {
+		part = strings.TrimSpace(part)
+		u, err := url.Parse(part)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+			return nil, fmt.Errorf("target %q: %q is not an http(s) base URL (%s)", target, part, parityTargetForms)
+		}
+		if u.User != nil {
+			return nil, fmt.Errorf("target %q: credentials in the URL are not allowed; use http_client_config", target)
+		}
+		if u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("target %q: base URL %q must not have a query or fragment", target, part)
+		}
+		if u.Port() != "" {
+			if _, err := parsePort(u.Port()); err != nil {
+				return nil, fmt.Errorf("target %q: %w", target, err)
+			}
+		}
+		u.Path = strings.TrimSuffix(u.Path, "/")
+		if seen[u.String()] {
+			return nil, fmt.Errorf("target %q: %s listed twice", target, u)
+		}
+		seen[u.String()] = true
+		set.urls = append(set.urls, u)
+	}
+	return set, nil
+}
+
+var parityUserinfo = regexp.MustCompile(`//[^/?#,]*@`)
+
+func redactUserinfo(target string) string {
+	return parityUserinfo.ReplaceAllString(target, "//xxxxx@")
+}
+
+func parsePort(p string) (string, error) {
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || n == 0 {
+		return "", fmt.Errorf("bad port %q", p)
+	}
+	return p, nil
+}
+
+func checkTraefikParityTarget(target string, m config.Module) error {
+	set, err := parseParitySet(target)
+	if err != nil {
+		return &TargetError{Reason: err.Error()}
+	}
+	s, _ := m.Settings.(*TraefikParitySettings)
+	switch set.kind {
+	case "k8s":
+		if s != nil && len(s.Namespaces) > 0 && !slices.Contains(s.Namespaces, set.namespace) {
+			return &TargetError{Forbidden: true, Reason: fmt.Sprintf("namespace %q is not in this module's namespaces %v", set.namespace, s.Namespaces)}
+		}
+	case "dns":
+		if ip, err := netip.ParseAddr(set.host); err == nil && !m.AllowedTargets.AllowsAddr(ip) {
+			return &TargetError{Forbidden: true, Reason: fmt.Sprintf("target address %s is not in allowed_targets", ip)}
+		}
+	case "static":
+		// Names are checked when dialled; addresses can be refused now.
+		for _, u := range set.urls {
+			if ip, err := netip.ParseAddr(u.Hostname()); err == nil && !m.AllowedTargets.AllowsAddr(ip) {
+				return &TargetError{Forbidden: true, Reason: fmt.Sprintf("target address %s is not in allowed_targets", ip)}
+			}
+		}
+	}
+	return nil
+}
+
+// parityReplica is one Traefik instance and what was read from it.
+type parityReplica struct {
+	label          string // the replica label: address or base URL
+	namespace, pod string
+	base           *url.URL
+	inGrace        bool
+	age            time.Duration
+
+	err       error
+	version   string
+	keys      []string // compared identities, sorted
+	providers map[string]int
+	broken    int
+	dropped   int
+	pages     int
+
+	missing, extra []string
+}
+
+// parityRouter is the part of Traefik's router object the comparison uses.
+type parityRouter struct {
+	Name, Provider, Service, Rule string
+	Broken                        bool // status "disabled" or a non-empty error list
+}
+
+// ProbeTraefikParity reads the full router table of every replica of a
+// Traefik deployment and reports replicas that differ from the majority:
+// the replica that came up without its Ingress routers answers 404 for a
+// share of requests while its own metrics look healthy.
+func ProbeTraefikParity(ctx context.Context, target string, module config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool {
+	s := module.Settings.(*TraefikParitySettings)
+	set, err := parseParitySet(target)
+	if err != nil {
+		logger.Error("bad target", "err", err)
+		return false
+	}
+	guard := env.Guard
+	if guard == nil {
+		guard = NewGuard(module.AllowedTargets)
+	}
+
+	// Leave a little of the budget for comparing and answering: a replica
+	// that never answers must not make the whole probe miss the scrape.
+	fetchCtx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		margin := min(time.Until(dl)/10, 250*time.Millisecond)
+		var cancel context.CancelFunc
+		fetchCtx, cancel = context.WithDeadline(ctx, dl.Add(-margin))
+		defer cancel()
+	}
+
+	replicas, pinned, ok := discoverParityReplicas(fetchCtx, set, s, env, guard, reg, logger)
+	if !ok {
+		return false
+	}
+
+	dial := guard.DialContext
+	if len(pinned) > 0 {
+		// DNS discovery resolved the name through the guard once; each
+		// replica is one of those checked addresses, dialled as is.
+		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if pinned[addr] {
+				var d net.Dialer
+				return d.DialContext(ctx, network, addr)
+			}
+			return guard.DialContext(ctx, network, addr)
+		}
+	}
+	// Unlike the other probers this one reuses connections: it reads up to
+	// max_pages pages per replica and measures a table, not a first visit.
+	client, err := pconfig.NewClientFromConfig(s.HTTPClientConfig.HTTPClientConfig, "traefik_parity",
+		pconfig.WithDialContextFunc(dial), pconfig.WithUserAgent(UserAgent))
+	if err != nil {
+		logger.Error("http_client_config", "err", err)
+		return false
+	}
+	defer client.CloseIdleConnections()
+
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, parityConcurrency)
+	for _, r := range replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+				defer func() { <-sem }()
+			case <-fetchCtx.Done():
+				r.err = fmt.Errorf("not started before the deadline: %w", fetchCtx.Err())
+				return
+			}
+			r.err = fetchParityReplica(fetchCtx, client, s, r)
+		}()
+	}
+	wg.Wait()
+
+	return compareParity(replicas, s, reg, logger)
+}
+
+// discoverParityReplicas turns the target into replicas. pinned holds the
+// "ip:port" addresses DNS discovery already checked against the guard.
+func discoverParityReplicas(ctx context.Context, set *paritySet, s *TraefikParitySettings, env Env, guard *Guard, reg *prometheus.Registry, logger *slog.Logger) ([]*parityReplica, map[string]bool, bool) {
+	var replicas []*parityReplica
+	switch set.kind {
+	case "static":
+		for _, u := range set.urls {
+			replicas = append(replicas, &parityReplica{label: u.String(), base: u})
+		}
+	case "dns":
+		addrs, err := guard.Resolve(ctx, set.host)
+		if err != nil {
+			logger.Error("resolving replicas failed", "host", set.host, "err", err)
+			return nil, nil, false
+		}
+		pinned := map[string]bool{}
+		for _, a := range addrs {
+			hp := net.JoinHostPort(a.String(), set.port)
+			if pinned[hp] {
+				continue
+			}
+			pinned[hp] = true
+			replicas = append(replicas, &parityReplica{label: hp, base: &url.URL{Scheme: s.Scheme, Host: hp}})
+		}
+		logger.Info("resolved replicas", "host", set.host, "addresses", len(replicas))
+		return replicas, pinned, true
+	case "k8s":
+		cs, err := env.Kube()
+		if err != nil {
+			logger.Error("kubernetes discovery unavailable", "err", err)
+			return nil, nil, false
+		}
+		pods, err := cs.CoreV1().Pods(set.namespace).List(ctx, metav1.ListOptions{LabelSelector: set.selector.String()})
+		if err != nil {
+			logger.Error("listing pods failed", "namespace", set.namespace, "selector", set.selector.String(), "err", err)
+			return nil, nil, false
+		}
+		items := pods.Items
+		slices.SortFunc(items, func(a, b corev1.Pod) int { return cmp.Compare(a.Name, b.Name) })
+		skipped := 0
+		now := time.Now()
+		for i := range items {
+			pod := &items[i]
+			if reason := parityPodSkip(pod); reason != "" {
+				skipped++
+				logger.Warn("pod not probed", "namespace", pod.Namespace, "pod", pod.Name, "reason", reason)
+				continue
+			}
+			hp := net.JoinHostPort(pod.Status.PodIP, set.port)
+			age := now.Sub(parityStarted(pod))
+			replicas = append(replicas, &parityReplica{
+				label: hp, namespace: pod.Namespace, pod: pod.Name, age: age,
+				inGrace: s.GracePeriod > 0 && age < time.Duration(s.GracePeriod),
+				base:    &url.URL{Scheme: s.Scheme, Host: hp},
+			})
+		}
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_traefik_pods_skipped",
+			Help: "Pods matched by the selector but not probed (not running, terminating or without an IP yet)."})
+		reg.MustRegister(g)
+		g.Set(float64(skipped))
+		logger.Info("discovered pods", "namespace", set.namespace, "selector", set.selector.String(),
+			"matched", len(items), "probed", len(replicas), "skipped", skipped)
+	}
+	return replicas, nil, true
+}
+
+func parityPodSkip(pod *corev1.Pod) string {
+	switch {
+	case pod.DeletionTimestamp != nil:
+		return "terminating"
+	case pod.Status.Phase != corev1.PodRunning:
+		return "phase " + string(pod.Status.Phase)
+	case pod.Status.PodIP == "":
+		return "no pod IP yet"
+	}
+	if _, err := netip.ParseAddr(pod.Status.PodIP); err != nil {
+		return "bad pod IP " + strconv.Quote(pod.Status.PodIP)
+	}
+	return ""
+}
+
+// parityStarted is when the replica's current Traefik process started: a
+// container restart loads the routing table afresh just like a new pod.
+func parityStarted(pod *corev1.Pod) time.Time {
+	t := pod.CreationTimestamp.Time
+	if pod.Status.StartTime != nil && pod.Status.StartTime.After(t) {
+		t = pod.Status.StartTime.Time
+	}
+	for _, c := range pod.Status.ContainerStatuses {
+		if c.State.Running != nil && c.State.Running.StartedAt.After(t) {
+			t = c.State.Running.StartedAt.Time
+		}
+	}
+	return t
+}
+
+func fetchParityReplica(ctx context.Context, client *http.Client, s *TraefikParitySettings, r *parityReplica) error {
+	var v struct {
+		Version string `json:"Version"`
+	}
+	if err := parityGet(ctx, client, s, r.base, "/api/version", nil, func(body io.Reader) error {
+		return json.NewDecoder(body).Decode(&v)
+	}); err != nil {
+		return err
+	}
+	r.version = v.Version
+	if r.version == "" {
+		r.version = "unknown"
+	}
+	r.providers = map[string]int{}
+	kinds := []string{"http"}
+	if s.IncludeTCP {
+		kinds = append(kinds, "tcp")
+	}
+	if s.IncludeUDP {
+		kinds = append(kinds, "udp")
+	}
+	for _, kind := range kinds {
+		if err := fetchParityList(ctx, client, s, r, kind); err != nil {
+			return err
+		}
+	}
+	slices.Sort(r.keys)
+	r.keys = slices.Compact(r.keys)
+	return nil
+}
+
+// fetchParityList reads every page of /api/<kind>/routers, following
+// X-Next-Page exactly as Traefik sends it: the next page number, and 1 on
+// the last page.
+func fetchParityList(ctx context.Context, client *http.Client, s *TraefikParitySettings, r *parityReplica, kind string) error {
+	path := "/api/" + kind + "/routers"
+	prefix := ""
+	if kind != "http" {
+		prefix = kind + "/"
+	}
+	var body []byte
+	sc := parityScanner{intern: map[string]string{}, rule: s.compareRule, service: s.compareService}
+	for page := 1; ; {
+		if page > s.MaxPages {
+			return fmt.Errorf("%s: more than max_pages (%d) pages of %d routers; raise per_page or max_pages", path, s.MaxPages, s.PerPage)
+		}
+		q := url.Values{"page": {strconv.Itoa(page)}, "per_page": {strconv.Itoa(s.PerPage)}}
+		var next string
+		err := parityGet(ctx, client, s, r.base, path, q, func(rd io.Reader) error {
+			var err error
+			body, err = readAllInto(body[:0], rd)
+			if err != nil {
+				return err
+			}
+			return sc.routers(body, func(rt *parityRouter) {
+				if rt.Provider == "internal" || (!s.IgnoreRouters.IsZero() && s.IgnoreRouters.MatchString(rt.Name)) {
+					r.dropped++
+					return
+				}
+				r.providers[rt.Provider]++
+				if rt.Broken {
+					r.broken++
+				}
+				r.keys = append(r.keys, parityKey(s, prefix, rt))
+			})
+		}, func(h http.Header) { next = h.Get("X-Next-Page") })
+		if err != nil {
+			return fmt.Errorf("%s page %d: %w", path, page, err)
+		}
+		r.pages++
+		n, err := strconv.Atoi(next)
+		switch {
+		case next == "":
+			return fmt.Errorf("%s page %d: no X-Next-Page header: not the Traefik v2/v3 API?", path, page)
+		case err != nil || n < 1:
+			return fmt.Errorf("%s page %d: bad X-Next-Page %q", path, page, next)
+		case n == 1:
+			return nil
+		case n <= page:
+			return fmt.Errorf("%s page %d: X-Next-Page %d goes backwards", path, page, n)
+		}
+		page = n
+	}
+}
+
+// parityKey is the identity compared across replicas. Names sort first so
+// a router whose rule differs shows as missing and extra under one name.
+func parityKey(s *TraefikParitySettings, prefix string, r *parityRouter) string {
+	if !s.compareRule && !s.compareService {
+		if prefix == "" {
+			return r.Name
+		}
+		return prefix + r.Name
+	}
+	var b strings.Builder
+	b.WriteString(prefix)
+	b.WriteString(r.Name)
+	if s.compareRule {
+		b.WriteString(" rule=")
+		b.WriteString(r.Rule)
+	}
+	if s.compareService {
+		b.WriteString(" service=")
+		b.WriteString(r.Service)
+	}
+	return b.String()
+}
+
+var errParityTooLarge = errors.New("response too large")
+
+// parityCapReader fails once more than left bytes arrive.
+type parityCapReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *parityCapReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		var one [1]byte
+		n, err := c.r.Read(one[:])
+		if n > 0 {
+			return 0, errParityTooLarge
+		}
+		return 0, err
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+// parityGet fetches one API path and hands the capped body to decode,
+// turning every way a reply can be wrong into an error that says which.
+func parityGet(ctx context.Context, client *http.Client, s *TraefikParitySettings, base *url.URL, path string, q url.Values, decode func(io.Reader) error, headers ...func(http.Header)) error {
+	u := *base
+	u.Path = base.Path + path
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("no answer before the probe deadline: %w", ctx.Err())
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		hint := ""
+		switch {
+		case resp.StatusCode == http.StatusNotFound && strings.HasPrefix(string(snippet), "404 page not found"):
+			hint = " (is the Traefik API enabled on this port? api.insecure / the traefik entrypoint)"
+		case resp.StatusCode >= 300 && resp.StatusCode < 400:
+			hint = fmt.Sprintf(" (redirect to %q: authentication in front of the API?)", resp.Header.Get("Location"))
+		case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+			hint = " (check http_client_config credentials)"
+		}
+		return fmt.Errorf("HTTP %d: %q%s", resp.StatusCode, strings.TrimSpace(string(snippet)), hint)
+	}
+	ct := resp.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+		return fmt.Errorf("content type %q, want application/json: not the Traefik API (a login page or the wrong port?)", ct)
+	}
+	for _, h := range headers {
+		h(resp.Header)
+	}
+	body := &parityCapReader{r: resp.Body, left: int64(s.MaxResponseBytes)}
+	if err := decode(body); err != nil {
+		return parityDecodeError(ctx, err, s)
+	}
+	// Read to EOF: the decoder stops after the value, and a body closed
+	// before EOF takes its connection with it instead of reusing it.
+	rest, err := io.ReadAll(body)
+	if err != nil {
+		return parityDecodeError(ctx, err, s)
+	}
+	if len(strings.TrimSpace(string(rest))) > 0 {
+		return errors.New("unexpected data after the JSON document: not a Traefik API answer")
+	}
+	return nil
+}
+
+func parityDecodeError(ctx context.Context, err error, s *TraefikParitySettings) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, errParityTooLarge):
+		return fmt.Errorf("response larger than max_response_bytes (%d bytes)", s.MaxResponseBytes)
+	case ctx.Err() != nil:
+		return fmt.Errorf("reply not complete before the probe deadline: %w", ctx.Err())
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		return errors.New("truncated JSON: the reply ended mid-document")
+	case errors.As(err, &syn):
+		return fmt.Errorf("invalid JSON at byte %d: %v", syn.Offset, err)
+	case errors.As(err, &typ):
+		return fmt.Errorf("unexpected JSON shape (%v): not a Traefik API answer", err)
+	}
+	return err
+}
+
+// readAllInto is io.ReadAll reusing buf, so a replica's pages share one
+// buffer.
+func readAllInto(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// parityScanner reads a Traefik router list in one pass, keeping only the
+// fields compared. encoding/json scans every page twice and decodes by
+// reflection; on 20 replicas × 5,000 routers that was most of the probe.
+// It accepts what encoding/json accepts for the fields it reads and skips
+// other values without validating numbers; it never reads past data.
+type parityScanner struct {
+	data          []byte
+	pos           int
+	intern        map[string]string // provider names: a handful, reused
+	rule, service bool
+	scratch       parityRouter
+}
+
+var errParityEOF = io.ErrUnexpectedEOF
+
+func (p *parityScanner) routers(data []byte, fn func(*parityRouter)) error {
+	p.data, p.pos = data, 0
+	defer func() { p.data = nil }()
+	p.ws()
+	if err := p.expect('['); err != nil {
+		return p.shapeError("an array of routers", err)
+	}
+	p.ws()
+	if p.peek() == ']' {
+		p.pos++
+		return p.end()
+	}
+	for {
+		p.ws()
+		if err := p.router(); err != nil {
+			return err
+		}
+		fn(&p.scratch)
+		p.ws()
+		switch c := p.peek(); c {
+		case ',':
+			p.pos++
+		case ']':
+			p.pos++
+			return p.end()
+		case 0:
+			return errParityEOF
+		default:
+			return p.syntax(fmt.Sprintf("unexpected %q after a router", c))
+		}
+	}
+}
+
+func (p *parityScanner) end() error {
+	p.ws()
+	if p.pos != len(p.data) {
+		return errors.New("unexpected data after the JSON document: not a Traefik API answer")
+	}
+	return nil
+}
+
+func (p *parityScanner) router() error {
+	r := &p.scratch
+	*r = parityRouter{}
+	// Last key wins, as in encoding/json.
+	disabled, errs := false, 0
+	if err := p.expect('{'); err != nil {
+		return p.shapeError("router objects", err)
+	}
+	p.ws()
+	if p.peek() == '}' {
+		p.pos++
+		return errors.New("a router without a name: not a Traefik router list")
+	}
+	for {
+		p.ws()
+		key, esc, err := p.rawString()
+		if err != nil {
+			return err
+		}
+		p.ws()
+		if err := p.expect(':'); err != nil {
+			return err
+		}
+		p.ws()
+		if esc { // no Traefik key is escaped; decode it to be exact
+			k, err := p.unescape(key)
+			if err != nil {
+				return err
+			}
+			key = []byte(k)
+		}
+		switch string(key) {
+		case "name":
+			r.Name, err = p.stringValue(false)
+		case "provider":
+			r.Provider, err = p.stringValue(true)
+		case "rule":
+			if p.rule {
+				r.Rule, err = p.stringValue(false)
+			} else {
+				err = p.skip()
+			}
+		case "service":
+			if p.service {
+				r.Service, err = p.stringValue(false)
+			} else {
+				err = p.skip()
+			}
+		case "status":
+			var st string
+			st, err = p.stringValue(true)
+			disabled = st == "disabled"
+		case "error":
+			errs, err = p.stringArrayLen()
+		default:
+			err = p.skip()
+		}
+		if err != nil {
+			return err
+		}
+		p.ws()
+		switch c := p.peek(); c {
+		case ',':
+			p.pos++
+		case '}':
+			p.pos++
+			if r.Name == "" {
+				return errors.New("a router without a name: not a Traefik router list")
+			}
+			r.Broken = disabled || errs > 0
+			return nil
+		case 0:
+			return errParityEOF
+		default:
+			return p.syntax(fmt.Sprintf("unexpected %q in a router object", c))
+		}
+	}
+}
+
+// peek returns the next byte, 0 at the end (0 is never valid JSON outside
+// strings).
+func (p *parityScanner) peek() byte {
+	if p.pos >= len(p.data) {
+		return 0
+	}
+	return p.data[p.pos]
+}
+
+func (p *parityScanner) ws() {
+	for p.pos < len(p.data) {
+		switch p.data[p.pos] {
+		case ' ', '\t', '\n', '\r':
+			p.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (p *parityScanner) expect(c byte) error {
+	switch p.peek() {
+	case c:
+		p.pos++
+		return nil
+	case 0:
+		return errParityEOF
+	}
+	return p.syntax(fmt.Sprintf("want %q, got %q", c, p.peek()))
+}
+
+func (p *parityScanner) syntax(msg string) error {
+	return fmt.Errorf("invalid JSON at byte %d: %s", p.pos, msg)
+}
+
+func (p *parityScanner) shapeError(want string, err error) error {
+	if err == errParityEOF {
+		return err
+	}
+	got := "something else"
+	switch p.peek() {
+	case '{':
+		got = "an object"
+	case '[':
+		got = "an array"
+	case '"':
+		got = "a string"
+	case 'n':
+		got = "null"
+	}
+	return fmt.Errorf("unexpected JSON shape (want %s, got %s): not a Traefik API answer", want, got)
+}
+
+// rawString consumes a string and returns its bytes between the quotes,
+// and whether they contain escapes.
+func (p *parityScanner) rawString() ([]byte, bool, error) {
+	if err := p.expect('"'); err != nil {
+		return nil, false, err
+	}
+	start, esc := p.pos, false
+	for p.pos < len(p.data) {
+		c := p.data[p.pos]
+		switch {
+		case c == '"':
+			s := p.data[start:p.pos]
+			p.pos++
+			return s, esc, nil
+		case c == '\\':
+			esc = true
+			p.pos += 2
+		case c < 0x20:
+			return nil, false, p.syntax("control character in a string")
+		default:
+			p.pos++
+		}
+	}
+	return nil, false, errParityEOF
+}
+
+func (p *parityScanner) unescape(raw []byte) (string, error) {
+	quoted := make([]byte, 0, len(raw)+2)
+	quoted = append(append(append(quoted, '"'), raw...), '"')
+	var s string
+	if err := json.Unmarshal(quoted, &s); err != nil {
+		return "", p.syntax(err.Error())
+	}
+	return s, nil
+}
+
+// stringValue reads a string (null reads as ""). Interned values are the
+// few distinct providers and statuses: no allocation per router.
+func (p *parityScanner) stringValue(intern bool) (string, error) {
+	if p.peek() == 'n' {
+		return "", p.literal("null")
+	}
+	if p.peek() != '"' && p.peek() != 0 {
+		return "", p.shapeError("a string field", p.syntax("not a string"))
+	}
+	raw, esc, err := p.rawString()
+	if err != nil {
+		return "", err
+	}
+	if esc {
+		return p.unescape(raw)
+	}
+	if intern {
+		if v, ok := p.intern[string(raw)]; ok {
+			return v, nil
+		}
+		v := string(raw)
+		if len(p.intern) < 64 {
+			p.intern[v] = v
+		}
+		return v, nil
+	}
+	return string(raw), nil
+}
+
+// stringArrayLen reads an array of strings (or null) and counts them.
+func (p *parityScanner) stringArrayLen() (int, error) {
+	if p.peek() == 'n' {
+		return 0, p.literal("null")
+	}
+	if err := p.expect('['); err != nil {
+		return 0, p.shapeError("an array of strings", err)
+	}
+	p.ws()
+	if p.peek() == ']' {
+		p.pos++
+		return 0, nil
+	}
+	for n := 1; ; n++ {
+		p.ws()
+		if _, _, err := p.rawString(); err != nil {
+			return 0, err
+		}
+		p.ws()
+		switch c := p.peek(); c {
+		case ',':
+			p.pos++
+		case ']':
+			p.pos++
+			return n, nil
+		case 0:
+			return 0, errParityEOF
+		default:
+			return 0, p.syntax(fmt.Sprintf("unexpected %q in an array", c))
+		}
+	}
+}
+
+func (p *parityScanner) literal(lit string) error {
+	if len(p.data)-p.pos < len(lit) {
+		return errParityEOF
+	}
+	if string(p.data[p.pos:p.pos+len(lit)]) != lit {
+		return p.syntax("invalid literal")
+	}
+	p.pos += len(lit)
+	return nil
+}
+
+// skip consumes one value of any type. Containers are skipped by counting
+// brackets outside strings, iteratively: nesting depth cannot exhaust the
+// stack.
+func (p *parityScanner) skip() error {
+	switch c := p.peek(); {
+	case c == 0:
+		return errParityEOF
+	case c == '"':
+		_, _, err := p.rawString()
+		return err
+	case c == 't':
+		return p.literal("true")
+	case c == 'f':
+		return p.literal("false")
+	case c == 'n':
+		return p.literal("null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		start := p.pos
+		for p.pos < len(p.data) && strings.IndexByte("+-.eE0123456789", p.data[p.pos]) >= 0 {
+			p.pos++
+		}
+		if p.pos == len(p.data) {
+			return errParityEOF
+		}
+		if p.pos == start+1 && c == '-' {
+			return p.syntax("bad number")
+		}
+		return nil
+	case c != '{' && c != '[':
+		return p.syntax(fmt.Sprintf("unexpected %q", c))
+	}
+	var stack []byte
+	for p.pos < len(p.data) {
+		switch c := p.data[p.pos]; c {
+		case '"':
+			if _, _, err := p.rawString(); err != nil {
+				return err
+			}
+			continue
+		case '{', '[':
+			stack = append(stack, c)
+		case '}', ']':
+			open := byte('{')
+			if c == ']' {
+				open = '['
+			}
+			if len(stack) == 0 || stack[len(stack)-1] != open {
+				return p.syntax(fmt.Sprintf("unbalanced %q", c))
+			}
+			stack = stack[:len(stack)-1]
+			if len(stack) == 0 {
+				p.pos++
+				return nil
+			}
+		}
+		p.pos++
+	}
+	return errParityEOF
+}
+
+// parityGroup is a set of replicas with identical tables.
+type parityGroup struct {
+	keys    []string
+	members []*parityReplica
+}
+
+func compareParity(replicas []*parityReplica, s *TraefikParitySettings, reg *prometheus.Registry, logger *slog.Logger) bool {
+	perReplica := []string{"replica", "namespace", "pod"}
+	var (
+		gReplicas  = prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_traefik_replicas", Help: "Traefik replicas discovered (including those in their grace period)."})
+		gUp        = prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_traefik_replicas_up", Help: "Traefik replicas whose API answered with a complete router table."})
+		gConsensus = prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_traefik_consensus_routers", Help: "Routers in the reference table (the majority's; on a tie, the union of the tied tables)."})
+		gSkew      = prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_traefik_max_skew", Help: "Largest missing+extra router count of any replica outside its grace period."})
+		rUp        = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_traefik_replica_up", Help: "1 if the replica's API answered with a complete router table."}, perReplica)
+		rRouters   = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_traefik_replica_routers", Help: "Routers the replica lists, by provider (internal and ignored routers excluded)."}, append(perReplica, "provider"))
+		rMissing   = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_traefik_replica_missing_routers", Help: "Routers in the reference table that the replica lacks."}, perReplica)
+		rExtra     = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_traefik_replica_extra_routers", Help: "Routers the replica has that the reference table lacks."}, perReplica)
+		rBroken    = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_traefik_replica_broken_routers", Help: "Routers the replica lists as disabled or with errors."}, perReplica)
+		rGrace     = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_traefik_replica_in_grace", Help: "1 if the replica is younger than grace_period and left out of the comparison."}, perReplica)
+		rInfo      = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_traefik_replica_info", Help: "Traefik version of the replica (value 1)."}, append(perReplica, "version"))
+	)
+	reg.MustRegister(gReplicas, gUp, rUp, rGrace)
+	gReplicas.Set(float64(len(replicas)))
+
+	var groups []*parityGroup
+	considered, up, consideredUp := 0, 0, 0
+	providers := map[string]bool{}
+	for _, r := range replicas {
+		lv := []string{r.label, r.namespace, r.pod}
+		rGrace.WithLabelValues(lv...).Set(parityBool(r.inGrace))
+		if r.err != nil {
+			rUp.WithLabelValues(lv...).Set(0)
+			logger.Warn("replica down", parityLogAttrs(r, "err", r.err)...)
+		} else {
+			up++
+			rUp.WithLabelValues(lv...).Set(1)
+			for p := range r.providers {
+				providers[p] = true
+			}
+		}
+		if r.inGrace {
+			logger.Info("replica in grace period: not compared", parityLogAttrs(r, "age", r.age.Round(time.Second).String())...)
+			continue
+		}
+		considered++
+		if r.err != nil {
+			continue
+		}
+		consideredUp++
+		found := false
+		for _, g := range groups {
+			if slices.Equal(g.keys, r.keys) {
+				g.members = append(g.members, r)
+				found = true
+				break
+			}
+		}
+		if !found {
+			groups = append(groups, &parityGroup{keys: r.keys, members: []*parityReplica{r}})
+		}
+	}
+	gUp.Set(float64(up))
+	switch {
+	case len(replicas) == 0:
+		logger.Error("no replicas found for the target")
+		return false
+	case up == 0:
+		logger.Error("no replica answered", "replicas", len(replicas))
+		return false
+	}
+	reg.MustRegister(rRouters, rMissing, rExtra, rBroken, rInfo)
+
+	ref, how := parityReference(groups, consideredUp)
+	if len(groups) > 0 {
+		reg.MustRegister(gConsensus)
+		gConsensus.Set(float64(len(ref)))
+	}
+	logger.Info("reference table", "routers", len(ref), "chosen_by", how, "distinct_tables", len(groups), "replicas_compared", consideredUp)
+
+	maxSkew := 0
+	for _, r := range replicas {
+		if r.err != nil {
+			continue
+		}
+		lv := []string{r.label, r.namespace, r.pod}
+		rInfo.WithLabelValues(append(lv, r.version)...).Set(1)
+		for p := range providers {
+			rRouters.WithLabelValues(append(lv, p)...).Set(float64(r.providers[p]))
+		}
+		rBroken.WithLabelValues(lv...).Set(float64(r.broken))
+		if ref == nil && len(groups) == 0 {
+			// Every up replica is in grace: nothing to compare against.
+			continue
+		}
+		r.missing, r.extra = parityDiff(ref, r.keys)
+		rMissing.WithLabelValues(lv...).Set(float64(len(r.missing)))
+		rExtra.WithLabelValues(lv...).Set(float64(len(r.extra)))
+		if !r.inGrace {
+			maxSkew = max(maxSkew, len(r.missing)+len(r.extra))
+		}
+		attrs := parityLogAttrs(r, "version", r.version, "routers", len(r.keys), "providers", fmt.Sprint(r.providers),
+			"broken", r.broken, "dropped", r.dropped, "pages", r.pages, "missing", len(r.missing), "extra", len(r.extra))
+		if len(r.missing)+len(r.extra) == 0 {
+			logger.Info("replica matches the reference", attrs...)
+			continue
+		}
+		attrs = append(attrs, "missing_by_provider", parityByProvider(r.missing), "extra_by_provider", parityByProvider(r.extra))
+		logger.Warn("replica differs from the reference", attrs...)
+		if len(r.missing) > 0 {
+			logger.Warn("missing routers", parityLogAttrs(r, "routers", parityNames(r.missing))...)
+		}
+		if len(r.extra) > 0 {
+			logger.Warn("extra routers", parityLogAttrs(r, "routers", parityNames(r.extra))...)
+		}
+	}
+	if len(groups) > 0 {
+		reg.MustRegister(gSkew)
+		gSkew.Set(float64(maxSkew))
+	}
+
+	switch {
+	case considered == 0:
+		logger.Error("no replica outside its grace period to compare", "replicas", len(replicas))
+		return false
+	case consideredUp < considered:
+		logger.Error("replicas down", "down", considered-consideredUp, "compared", considered)
+		return false
+	case len(groups) > 1:
+		logger.Error("replicas disagree on the routing table", "distinct_tables", len(groups), "max_skew", maxSkew)
+		return false
+	}
+	return true
+}
+
+func parityLogAttrs(r *parityReplica, kv ...any) []any {
+	attrs := []any{"replica", r.label}
+	if r.pod != "" {
+		attrs = append(attrs, "namespace", r.namespace, "pod", r.pod)
+	}
+	return append(attrs, kv...)
+}
+
+// parityReference picks the table replicas are compared against: the one
+// shared by more than half; otherwise the union of the largest groups, so
+// that a replica lacking routers others have is always the one flagged.
+func parityReference(groups []*parityGroup, n int) ([]string, string) {
+	if len(groups) == 0 {
+		return nil, "none"
+	}
+	best := 0
+	for _, g := range groups {
+		best = max(best, len(g.members))
+	}
+	var tied []*parityGroup
+	for _, g := range groups {
+		if len(g.members) == best {
+			tied = append(tied, g)
+		}
+	}
+	if len(tied) == 1 {
+		if 2*best > n {
+			return tied[0].keys, "majority"
+		}
+		return tied[0].keys, "plurality"
+	}
+	var union []string
+	for _, g := range tied {
+		union = parityUnion(union, g.keys)
+	}
+	return union, fmt.Sprintf("union of %d tied tables", len(tied))
+}
+
+// parityUnion merges two sorted, duplicate-free lists.
+func parityUnion(a, b []string) []string {
+	out := make([]string, 0, max(len(a), len(b)))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch c := strings.Compare(a[i], b[j]); {
+		case c < 0:
+			out = append(out, a[i])
+			i++
+		case c > 0:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i++
+			j++
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
+}
+
+// parityDiff returns what ref has and got lacks, and the reverse; both
+// inputs are sorted and duplicate-free.
+func parityDiff(ref, got []string) (missing, extra []string) {
+	i, j := 0, 0
+	for i < len(ref) && j < len(got) {
+		switch c := strings.Compare(ref[i], got[j]); {
+		case c < 0:
+			missing = append(missing, ref[i])
+			i++
+		case c > 0:
+			extra = append(extra, got[j])
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	missing = append(missing, ref[i:]...)
+	extra = append(extra, got[j:]...)
+	return missing, extra
+}
+
+// parityByProvider summarises router keys as "kubernetes:100 file:2", the
+// shape of the seed incident at a glance.
+func parityByProvider(keys []string) string {
+	count := map[string]int{}
+	for _, k := range keys {
+		name, _, _ := strings.Cut(k, " ")
+		p := "?"
+		if i := strings.LastIndexByte(name, '@'); i >= 0 {
+			p = name[i+1:]
+		}
+		count[p]++
+	}
+	out := make([]string, 0, len(count))
+	for _, p := range slices.Sorted(maps.Keys(count)) {
+		out = append(out, p+":"+strconv.Itoa(count[p]))
+	}
+	return strings.Join(out, " ")
+}
+
+// parityNames joins at most parityLogNames names for a log line.
+func parityNames(names []string) string {
+	if len(names) <= parityLogNames {
+		return strings.Join(names, ", ")
+	}
+	return strings.Join(names[:parityLogNames], ", ") + fmt.Sprintf(" ... and %d more", len(names)-parityLogNames)
+}
+
+func parityBool(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
