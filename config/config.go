@@ -243,8 +243,20 @@ var (
 	yamlLine    = regexp.MustCompile(`^line (\d+): (.*)$`)
 )
 
-// Parse decodes and validates a config document; name is used in errors.
+// Parse decodes and validates a config document; name is used in errors,
+// which are always one line (yaml.v3 quotes offending values verbatim, line
+// breaks included, and a reload error must stay one log line).
 func Parse(data []byte, name string) (*Config, error) {
+	cfg, err := parse(data, name)
+	if err != nil {
+		return nil, errors.New(oneLineReplacer.Replace(err.Error()))
+	}
+	return cfg, nil
+}
+
+var oneLineReplacer = strings.NewReplacer("\r", `\r`, "\n", `\n`)
+
+func parse(data []byte, name string) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))

@@ -64,36 +64,59 @@ func init() {
 	})
 }
 
-// httpPhases times one request with httptrace; redirects add up.
+// httpPhases times one request with httptrace; redirects add up. It also
+// remembers the phase in progress, so a deadline can be blamed on the step
+// that stalled (a TLS handshake that never completes vs. a slow answer).
 type httpPhases struct {
 	mu                                   sync.Mutex
 	resolve, connect, tls, processing    time.Duration
 	connectStart, tlsStart, wroteRequest time.Time
 	firstByte                            time.Time
+	current                              string
+	tlsOpen                              bool
+}
+
+func (p *httpPhases) set(f func()) {
+	p.mu.Lock()
+	f()
+	p.mu.Unlock()
 }
 
 func (p *httpPhases) trace() *httptrace.ClientTrace {
 	return &httptrace.ClientTrace{
-		ConnectStart: func(string, string) { p.mu.Lock(); p.connectStart = time.Now(); p.mu.Unlock() },
+		ConnectStart: func(string, string) {
+			p.set(func() { p.connectStart, p.current = time.Now(), "connect" })
+		},
 		ConnectDone: func(string, string, error) {
-			p.mu.Lock()
-			p.connect += time.Since(p.connectStart)
-			p.mu.Unlock()
+			p.set(func() { p.connect += time.Since(p.connectStart) })
 		},
-		TLSHandshakeStart: func() { p.mu.Lock(); p.tlsStart = time.Now(); p.mu.Unlock() },
+		TLSHandshakeStart: func() {
+			p.set(func() { p.tlsStart, p.tlsOpen, p.current = time.Now(), true, "tls handshake" })
+		},
 		TLSHandshakeDone: func(tls.ConnectionState, error) {
-			p.mu.Lock()
-			p.tls += time.Since(p.tlsStart)
-			p.mu.Unlock()
+			p.set(func() { p.tls += time.Since(p.tlsStart); p.tlsOpen = false })
 		},
-		WroteRequest: func(httptrace.WroteRequestInfo) { p.mu.Lock(); p.wroteRequest = time.Now(); p.mu.Unlock() },
+		WroteRequest: func(httptrace.WroteRequestInfo) {
+			p.set(func() { p.wroteRequest, p.current = time.Now(), "waiting for the response headers" })
+		},
 		GotFirstResponseByte: func() {
-			p.mu.Lock()
-			p.firstByte = time.Now()
-			p.processing += p.firstByte.Sub(p.wroteRequest)
-			p.mu.Unlock()
+			p.set(func() {
+				p.firstByte = time.Now()
+				p.processing += p.firstByte.Sub(p.wroteRequest)
+				p.current = "reading the response headers"
+			})
 		},
 	}
+}
+
+// phase names the step in progress, for error messages.
+func (p *httpPhases) phase() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.current == "" {
+		return "before connecting"
+	}
+	return p.current
 }
 
 // ProbeHTTP requests target once (following redirects if configured) and
@@ -170,7 +193,7 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *pr
 	logger.Info("making HTTP request", "method", s.Method, "url", u.Redacted())
 	resp, err := client.Do(req)
 	if err != nil {
-		logger.Error("HTTP request failed", "err", err)
+		logger.Error("HTTP request failed", "phase", tr.phase(), "err", err)
 		recordPhases(phases, tr, time.Time{})
 		return false
 	}
@@ -190,7 +213,7 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *pr
 		success = false
 	}
 	if readErr != nil {
-		logger.Error("reading body failed", "err", readErr)
+		logger.Error("reading body failed", "phase", "transfer", "err", readErr)
 		success = false
 	}
 	if tooBig {
@@ -258,8 +281,14 @@ func readBody(r io.Reader, limit int64, mustNot, must []config.Regexp, logger *s
 func recordPhases(g *prometheus.GaugeVec, p *httpPhases, end time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	tlsTime := p.tls
+	if p.tlsOpen {
+		// The handshake never finished: the time it took so far is the
+		// answer to "where did the budget go".
+		tlsTime += time.Since(p.tlsStart)
+	}
 	g.WithLabelValues("connect").Set(p.connect.Seconds())
-	g.WithLabelValues("tls").Set(p.tls.Seconds())
+	g.WithLabelValues("tls").Set(tlsTime.Seconds())
 	g.WithLabelValues("processing").Set(p.processing.Seconds())
 	if !end.IsZero() && !p.firstByte.IsZero() {
 		g.WithLabelValues("transfer").Set(end.Sub(p.firstByte).Seconds())

@@ -606,6 +606,10 @@ func referenceRouters(data []byte) ([]parityRouter, error) {
 	if err := json.Unmarshal(data, &objs); err != nil {
 		return nil, err
 	}
+	if objs == nil {
+		// "null" decodes without error; Traefik always sends an array.
+		return nil, errors.New("not a JSON array")
+	}
 	out := []parityRouter{}
 	for _, o := range objs {
 		var r parityRouter

@@ -358,8 +358,11 @@ func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *
 	upgradedG := g("probe_ttyd_ws_upgraded", "1 when the upgrade succeeded (101).")
 	if err != nil {
 		if resp == nil {
+			var ne net.Error
 			switch {
-			case ctx.Err() != nil:
+			// gorilla puts the deadline on the connection itself, so it
+			// usually fires as an i/o timeout just before ctx reports it.
+			case ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout():
 				logger.Error("upgrade did not finish before the probe deadline", "err", err)
 			case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 				logger.Error("connection closed during the upgrade with no HTTP answer: ttyd refuses this way (basic auth missing or wrong on /ws, max clients or --once reached, -O origin mismatch)")
