@@ -12,12 +12,13 @@ import (
 	"regexp"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/greybox-probe/greybox/internal/yamlerr"
 )
 
 // DefaultModuleTimeout applies when a module sets no timeout.
@@ -238,11 +239,6 @@ func Load(path string) (*Config, error) {
 	return Parse(data, path)
 }
 
-var (
-	yamlLineErr = regexp.MustCompile(`line (\d+): field (\S+) not found in type (\S+)`)
-	yamlLine    = regexp.MustCompile(`^line (\d+): (.*)$`)
-)
-
 // Parse decodes and validates a config document; name is used in errors,
 // which are always one line (yaml.v3 quotes offending values verbatim, line
 // breaks included, and a reload error must stay one log line).
@@ -295,23 +291,8 @@ func describe(err error, name string, doc *yaml.Node) error {
 	if errors.As(err, &le) {
 		return fmt.Errorf("%s:%d: %s%v", name, le.line, moduleAt(doc, le.line), le.err)
 	}
-	var te *yaml.TypeError
-	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msgs := make([]string, 0, len(te.Errors))
-		for _, e := range te.Errors {
-			if m := yamlLineErr.FindStringSubmatch(e); m != nil {
-				line, _ := strconv.Atoi(m[1])
-				msgs = append(msgs, fmt.Sprintf("%s:%s: %sunknown key %q (in %s)", name, m[1], moduleAt(doc, line), m[2], m[3]))
-				continue
-			}
-			if m := yamlLine.FindStringSubmatch(e); m != nil {
-				line, _ := strconv.Atoi(m[1])
-				msgs = append(msgs, fmt.Sprintf("%s:%s: %s%s", name, m[1], moduleAt(doc, line), m[2]))
-				continue
-			}
-			msgs = append(msgs, name+": "+e)
-		}
-		return errors.New(strings.Join(msgs, "; "))
+	if described, ok := yamlerr.TypeErrors(err, name, func(line int) string { return moduleAt(doc, line) }); ok {
+		return described
 	}
 	return fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
 }

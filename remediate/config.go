@@ -22,6 +22,8 @@ import (
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/greybox-probe/greybox/internal/yamlerr"
 )
 
 // Actions a rule may take.
@@ -182,11 +184,6 @@ func Load(path string) (*Config, error) {
 	return Parse(data, path)
 }
 
-var (
-	yamlLineErr = regexp.MustCompile(`line (\d+): field (\S+) not found in type (\S+)`)
-	yamlLine    = regexp.MustCompile(`^line (\d+): (.*)$`)
-)
-
 // Parse decodes and validates a config document; name is used in errors.
 func Parse(data []byte, name string) (*Config, error) {
 	var doc yaml.Node
@@ -259,25 +256,12 @@ func Parse(data []byte, name string) (*Config, error) {
 
 // describe turns yaml.v3's errors into "file:line: reason".
 func describe(err error, name string, doc *yaml.Node) error {
-	var te *yaml.TypeError
-	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msgs := make([]string, 0, len(te.Errors))
-		for _, e := range te.Errors {
-			if m := yamlLineErr.FindStringSubmatch(e); m != nil {
-				msgs = append(msgs, fmt.Sprintf("%s:%s: unknown key %q (in %s)", name, m[1], m[2], m[3]))
-				continue
-			}
-			if m := yamlLine.FindStringSubmatch(e); m != nil {
-				msgs = append(msgs, fmt.Sprintf("%s:%s: %s", name, m[1], m[2]))
-				continue
-			}
-			msgs = append(msgs, name+": "+e)
-		}
-		return errors.New(strings.Join(msgs, "; "))
+	if described, ok := yamlerr.TypeErrors(err, name, nil); ok {
+		return described
 	}
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		return fmt.Errorf("%s:%s: %s", name, m[1], m[2])
+	if line, reason, ok := yamlerr.Line(msg); ok {
+		return fmt.Errorf("%s:%d: %s", name, line, reason)
 	}
 	if doc != nil && len(doc.Content) > 0 {
 		if line := errLine(doc.Content[0], reflect.TypeFor[Config]()); line > 0 {
