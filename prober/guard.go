@@ -24,11 +24,15 @@ type Guard struct {
 
 	mu     sync.Mutex
 	pinned map[string][]netip.Addr
+	// approved holds every address Resolve has let through, so a prober
+	// that resolved a name and then dials its addresses directly (one
+	// connection per DNS answer) is not refused for lacking the name.
+	approved map[netip.Addr]bool
 }
 
 // NewGuard returns a guard for one probe request.
 func NewGuard(allow config.Allowlist) *Guard {
-	return &Guard{allow: allow, resolver: net.DefaultResolver, pinned: map[string][]netip.Addr{}}
+	return &Guard{allow: allow, resolver: net.DefaultResolver, pinned: map[string][]netip.Addr{}, approved: map[netip.Addr]bool{}}
 }
 
 // Resolve returns the addresses host may be dialled at, looking it up at
@@ -37,6 +41,9 @@ func (g *Guard) Resolve(ctx context.Context, host string) ([]netip.Addr, error) 
 	host = strings.ToLower(strings.Trim(host, "[]"))
 	g.mu.Lock()
 	addrs, ok := g.pinned[host]
+	if ip, err := netip.ParseAddr(host); !ok && err == nil && g.approved[ip.Unmap()] {
+		addrs, ok = []netip.Addr{ip.Unmap()}, true
+	}
 	g.mu.Unlock()
 	if ok {
 		return addrs, nil
@@ -47,6 +54,9 @@ func (g *Guard) Resolve(ctx context.Context, host string) ([]netip.Addr, error) 
 	}
 	g.mu.Lock()
 	g.pinned[host] = addrs
+	for _, a := range addrs {
+		g.approved[a] = true
+	}
 	g.mu.Unlock()
 	return addrs, nil
 }

@@ -293,27 +293,15 @@ func ProbeTraefikParity(ctx context.Context, target string, module config.Module
 		defer cancel()
 	}
 
-	replicas, pinned, ok := discoverParityReplicas(fetchCtx, set, s, env, guard, reg, logger)
+	replicas, ok := discoverParityReplicas(fetchCtx, set, s, env, guard, reg, logger)
 	if !ok {
 		return false
 	}
 
-	dial := guard.DialContext
-	if len(pinned) > 0 {
-		// DNS discovery resolved the name through the guard once; each
-		// replica is one of those checked addresses, dialled as is.
-		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if pinned[addr] {
-				var d net.Dialer
-				return d.DialContext(ctx, network, addr)
-			}
-			return guard.DialContext(ctx, network, addr)
-		}
-	}
 	// Unlike the other probers this one reuses connections: it reads up to
 	// max_pages pages per replica and measures a table, not a first visit.
 	client, err := pconfig.NewClientFromConfig(s.HTTPClientConfig.HTTPClientConfig, "traefik_parity",
-		pconfig.WithDialContextFunc(dial), pconfig.WithUserAgent(UserAgent))
+		pconfig.WithDialContextFunc(guard.DialContext), pconfig.WithUserAgent(UserAgent))
 	if err != nil {
 		logger.Error("http_client_config", "err", err)
 		return false
@@ -341,9 +329,9 @@ func ProbeTraefikParity(ctx context.Context, target string, module config.Module
 	return compareParity(replicas, s, reg, logger)
 }
 
-// discoverParityReplicas turns the target into replicas. pinned holds the
-// "ip:port" addresses DNS discovery already checked against the guard.
-func discoverParityReplicas(ctx context.Context, set *paritySet, s *TraefikParitySettings, env Env, guard *Guard, reg *prometheus.Registry, logger *slog.Logger) ([]*parityReplica, map[string]bool, bool) {
+// discoverParityReplicas turns the target into replicas. Addresses DNS
+// discovery resolved through the guard are approved by it for dialling.
+func discoverParityReplicas(ctx context.Context, set *paritySet, s *TraefikParitySettings, env Env, guard *Guard, reg *prometheus.Registry, logger *slog.Logger) ([]*parityReplica, bool) {
 	var replicas []*parityReplica
 	switch set.kind {
 	case "static":
@@ -354,29 +342,29 @@ func discoverParityReplicas(ctx context.Context, set *paritySet, s *TraefikParit
 		addrs, err := guard.Resolve(ctx, set.host)
 		if err != nil {
 			logger.Error("resolving replicas failed", "host", set.host, "err", err)
-			return nil, nil, false
+			return nil, false
 		}
-		pinned := map[string]bool{}
+		seen := map[string]bool{}
 		for _, a := range addrs {
 			hp := net.JoinHostPort(a.String(), set.port)
-			if pinned[hp] {
+			if seen[hp] {
 				continue
 			}
-			pinned[hp] = true
+			seen[hp] = true
 			replicas = append(replicas, &parityReplica{label: hp, base: &url.URL{Scheme: s.Scheme, Host: hp}})
 		}
 		logger.Info("resolved replicas", "host", set.host, "addresses", len(replicas))
-		return replicas, pinned, true
+		return replicas, true
 	case "k8s":
 		cs, err := env.Kube()
 		if err != nil {
 			logger.Error("kubernetes discovery unavailable", "err", err)
-			return nil, nil, false
+			return nil, false
 		}
 		pods, err := cs.CoreV1().Pods(set.namespace).List(ctx, metav1.ListOptions{LabelSelector: set.selector.String()})
 		if err != nil {
 			logger.Error("listing pods failed", "namespace", set.namespace, "selector", set.selector.String(), "err", err)
-			return nil, nil, false
+			return nil, false
 		}
 		items := pods.Items
 		slices.SortFunc(items, func(a, b corev1.Pod) int { return cmp.Compare(a.Name, b.Name) })
@@ -404,7 +392,7 @@ func discoverParityReplicas(ctx context.Context, set *paritySet, s *TraefikParit
 		logger.Info("discovered pods", "namespace", set.namespace, "selector", set.selector.String(),
 			"matched", len(items), "probed", len(replicas), "skipped", skipped)
 	}
-	return replicas, nil, true
+	return replicas, true
 }
 
 func parityPodSkip(pod *corev1.Pod) string {
