@@ -155,7 +155,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	logs := &limitedBuffer{max: 1 << 20}
+	logs := &limitedBuffer{max: maxProbeLog}
 	logger := slog.New(slog.NewMultiHandler(
 		slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}),
 		h.opts.Logger.Handler(),
@@ -300,6 +300,11 @@ func oneLine(s string) string {
 	}
 	return s
 }
+
+// maxProbeLog bounds one probe's captured log. History keeps up to twice
+// --history.limit entries, so this is what bounds history's memory too; the
+// chattiest prober (traefik_parity naming missing routers) stays well below.
+const maxProbeLog = 256 << 10
 
 // limitedBuffer keeps the first max bytes of a probe's log; a chatty
 // prober cannot grow history without bound.
