@@ -56,9 +56,10 @@ func run() int {
 
 	cfg, err := remediate.Load(*configFile)
 	if err != nil {
-		logger.Error("invalid configuration", "err", err)
 		if *configCheck {
 			fmt.Fprintln(os.Stderr, err)
+		} else {
+			logger.Error("invalid configuration", "err", err)
 		}
 		return 1
 	}
