@@ -2,6 +2,7 @@ package kube
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -59,4 +60,26 @@ func ValidateNamespace(ns string) error {
 		return fmt.Errorf("invalid namespace %q: %s", ns, strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// Namespaces is a module's list of the namespaces its targets may name;
+// empty allows every namespace. It is checked before any API call.
+type Namespaces []string
+
+// Validate checks every entry is a valid namespace name.
+func (n Namespaces) Validate() error {
+	for _, ns := range n {
+		if err := ValidateNamespace(ns); err != nil {
+			return fmt.Errorf("namespaces: %w", err)
+		}
+	}
+	return nil
+}
+
+// Check says why ns is not allowed, or returns nil.
+func (n Namespaces) Check(ns string) error {
+	if len(n) == 0 || slices.Contains(n, ns) {
+		return nil
+	}
+	return fmt.Errorf("namespace %q is not allowed (this module's namespaces: %s)", ns, strings.Join(n, ", "))
 }

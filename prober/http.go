@@ -324,10 +324,3 @@ func describeCodes(valid []int) string {
 	}
 	return fmt.Sprint(valid)
 }
-
-// gauge registers a plain gauge on reg.
-func gauge(reg *prometheus.Registry, name, help string) prometheus.Gauge {
-	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
-	reg.MustRegister(g)
-	return g
-}

@@ -47,7 +47,7 @@ type K8sLogErrorsSettings struct {
 	// inside the window (errors from before a restart).
 	Previous bool `yaml:"previous"`
 	// Namespaces the targets may name; empty allows every namespace.
-	Namespaces []string `yaml:"namespaces,omitempty"`
+	Namespaces kube.Namespaces `yaml:"namespaces,omitempty"`
 	// FailIfNoPods fails the probe when the selector matches no pod.
 	FailIfNoPods bool `yaml:"fail_if_no_pods"`
 	// Dependencies are reported as probe_k8s_dependency_ready{dependency}.
@@ -84,10 +84,8 @@ func (s *K8sLogErrorsSettings) Validate() error {
 	case s.DebugMatchedLines < 0 || s.DebugMatchedLines > 100:
 		return errors.New("debug_matched_lines must be between 0 and 100")
 	}
-	for _, ns := range s.Namespaces {
-		if err := kube.ValidateNamespace(ns); err != nil {
-			return fmt.Errorf("namespaces: %w", err)
-		}
+	if err := s.Namespaces.Validate(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i := range s.Dependencies {
@@ -130,11 +128,8 @@ func checkK8sLogTarget(target string, module config.Module) error {
 	if err != nil {
 		return &TargetError{Reason: err.Error()}
 	}
-	if len(s.Namespaces) > 0 && !slices.Contains(s.Namespaces, t.Namespace) {
-		return &TargetError{
-			Reason:    fmt.Sprintf("namespace %q is not allowed by module %q (namespaces: %s)", t.Namespace, module.Name, strings.Join(s.Namespaces, ", ")),
-			Forbidden: true,
-		}
+	if err := s.Namespaces.Check(t.Namespace); err != nil {
+		return &TargetError{Reason: err.Error(), Forbidden: true}
 	}
 	return nil
 }
@@ -233,7 +228,7 @@ func probeK8sLogErrors(ctx context.Context, target string, module config.Module,
 	for _, r := range results {
 		p := r.pod
 		podReady := kube.PodReady(p)
-		ready.WithLabelValues(p.Namespace, p.Name).Set(k8sBool(podReady))
+		ready.WithLabelValues(p.Namespace, p.Name).Set(boolValue(podReady))
 		if r.containerErr {
 			logger.Error("cannot choose the container to read", "pod", p.Name, "err", r.err)
 			success = false
@@ -251,7 +246,7 @@ func probeK8sLogErrors(ctx context.Context, target string, module config.Module,
 		matched.WithLabelValues(lv...).Set(float64(r.res.Matched))
 		bytesRead.WithLabelValues(lv...).Set(float64(r.res.Bytes))
 		lines.WithLabelValues(lv...).Set(float64(r.res.Lines))
-		truncated.WithLabelValues(lv...).Set(k8sBool(r.truncated))
+		truncated.WithLabelValues(lv...).Set(boolValue(r.truncated))
 		attrs := []any{"pod", p.Name, "container", r.container, "matched_lines", r.res.Matched,
 			"scanned_lines", r.res.Lines, "scanned_bytes", r.res.Bytes, "truncated", r.truncated,
 			"previous_scanned", r.scannedPrev, "ready", podReady, "restarts", r.restarts}
@@ -410,7 +405,7 @@ func k8sDependencies(ctx context.Context, client kubernetes.Interface, s *K8sLog
 			ok = false
 			continue
 		}
-		depReady.WithLabelValues(d.Name).Set(k8sBool(isReady))
+		depReady.WithLabelValues(d.Name).Set(boolValue(isReady))
 		logger.Info("dependency", "dependency", d.Name, "object", d.String(), "ready", isReady, "reason", reason)
 	}
 	return ok
@@ -418,11 +413,4 @@ func k8sDependencies(ctx context.Context, client kubernetes.Interface, s *K8sLog
 
 func k8sGaugeVec(name, help string, labels []string) *prometheus.GaugeVec {
 	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
-}
-
-func k8sBool(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }

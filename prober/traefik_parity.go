@@ -51,7 +51,7 @@ type TraefikParitySettings struct {
 	// than this ago are reported but left out of the consensus and success.
 	GracePeriod model.Duration `yaml:"grace_period,omitempty"`
 	// Namespaces a k8s: target may name; empty allows any.
-	Namespaces []string `yaml:"namespaces,omitempty"`
+	Namespaces kube.Namespaces `yaml:"namespaces,omitempty"`
 	// Scheme for replicas found by k8s: and dns: discovery (http or https).
 	Scheme string `yaml:"scheme,omitempty"`
 
@@ -103,10 +103,8 @@ func (s *TraefikParitySettings) Validate() error {
 			return fmt.Errorf("compare: unknown field %q (names are always compared; add rule and/or service)", c)
 		}
 	}
-	for _, ns := range s.Namespaces {
-		if err := kube.ValidateNamespace(ns); err != nil {
-			return fmt.Errorf("namespaces: %w", err)
-		}
+	if err := s.Namespaces.Validate(); err != nil {
+		return err
 	}
 	return s.HTTPClientConfig.Validate()
 }
@@ -224,8 +222,10 @@ func checkTraefikParityTarget(target string, m config.Module) error {
 	s, _ := m.Settings.(*TraefikParitySettings)
 	switch set.kind {
 	case "k8s":
-		if s != nil && len(s.Namespaces) > 0 && !slices.Contains(s.Namespaces, set.namespace) {
-			return &TargetError{Forbidden: true, Reason: fmt.Sprintf("namespace %q is not in this module's namespaces %v", set.namespace, s.Namespaces)}
+		if s != nil {
+			if err := s.Namespaces.Check(set.namespace); err != nil {
+				return &TargetError{Forbidden: true, Reason: err.Error()}
+			}
 		}
 	case "dns":
 		if ip, err := netip.ParseAddr(set.host); err == nil && !m.AllowedTargets.AllowsAddr(ip) {
@@ -1035,7 +1035,7 @@ func compareParity(replicas []*parityReplica, s *TraefikParitySettings, reg *pro
 	providers := map[string]bool{}
 	for _, r := range replicas {
 		lv := []string{r.label, r.namespace, r.pod}
-		rGrace.WithLabelValues(lv...).Set(parityBool(r.inGrace))
+		rGrace.WithLabelValues(lv...).Set(boolValue(r.inGrace))
 		if r.err != nil {
 			rUp.WithLabelValues(lv...).Set(0)
 			logger.Warn("replica down", parityLogAttrs(r, "err", r.err)...)
@@ -1247,11 +1247,4 @@ func parityNames(names []string) string {
 		return strings.Join(names, ", ")
 	}
 	return strings.Join(names[:parityLogNames], ", ") + fmt.Sprintf(" ... and %d more", len(names)-parityLogNames)
-}
-
-func parityBool(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }

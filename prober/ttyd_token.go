@@ -225,9 +225,9 @@ func probeTTYDToken(ctx context.Context, target string, module config.Module, re
 		statusG.Set(float64(res.StatusCode))
 		if res.StatusCode != 0 {
 			reg.MustRegister(routedG)
-			routedG.Set(ttydBool(!res.Unrouted))
+			routedG.Set(boolValue(!res.Unrouted))
 		}
-		receivedG.Set(ttydBool(res.Received))
+		receivedG.Set(boolValue(res.Received))
 	}
 	if err != nil {
 		logger.Error("token request failed", "err", err)
@@ -248,7 +248,7 @@ func probeTTYDToken(ctx context.Context, target string, module config.Module, re
 		allowed := ttydRedirectHostMatches(res.Location, s.RedirectHost)
 		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_ttyd_token_redirect_allowed", Help: "1 when a 3xx answer redirected to the pinned redirect_host."})
 		reg.MustRegister(g)
-		g.Set(ttydBool(allowed))
+		g.Set(boolValue(allowed))
 		if !allowed {
 			where := "<no Location>"
 			if res.Location != nil {
@@ -278,11 +278,4 @@ func ttydStatusHint(code int) string {
 		return "redirected, usually to a login page by forward auth: list the code as valid (ttyd_token: valid_status_codes, pin redirect_host; ttyd_ws: valid_handshake_status_codes)"
 	}
 	return ""
-}
-
-func ttydBool(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }

@@ -276,7 +276,7 @@ func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *
 		return m
 	}
 	routed := func(v bool) {
-		g("probe_ttyd_ws_routed", "0 when the reverse proxy answered its own \"404 page not found\" (no router), else 1.").Set(ttydBool(v))
+		g("probe_ttyd_ws_routed", "0 when the reverse proxy answered its own \"404 page not found\" (no router), else 1.").Set(boolValue(v))
 	}
 
 	// 1. The token, as the browser fetches it.
@@ -414,7 +414,7 @@ func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *
 func ttydSessionRun(ctx context.Context, s *TTYDWSSettings, sess *ttydSession, token string, deadline time.Time, reg *prometheus.Registry, phases *prometheus.GaugeVec, g func(string, string) prometheus.Gauge) bool {
 	logger, conn := sess.logger, sess.conn
 	accepted := conn.Subprotocol() == "tty"
-	g("probe_ttyd_ws_subprotocol_accepted", "1 when the server echoed the tty subprotocol.").Set(ttydBool(accepted))
+	g("probe_ttyd_ws_subprotocol_accepted", "1 when the server echoed the tty subprotocol.").Set(boolValue(accepted))
 	if !accepted {
 		// ttyd answers such a connection with silence; waiting is pointless.
 		logger.Error("server did not accept the tty subprotocol; this is not ttyd, or a proxy dropped Sec-WebSocket-Protocol", "subprotocol", conn.Subprotocol())
