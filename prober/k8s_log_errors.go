@@ -124,14 +124,21 @@ func checkK8sLogTarget(target string, module config.Module) error {
 	if !ok {
 		return &TargetError{Reason: "module has no k8s_log_errors settings"}
 	}
+	_, err := parseK8sLogTarget(target, s)
+	return err
+}
+
+// parseK8sLogTarget parses <namespace>/<selector> and applies the module's
+// namespaces; errors are *TargetError (403 for a namespace not allowed).
+func parseK8sLogTarget(target string, s *K8sLogErrorsSettings) (kube.Target, error) {
 	t, err := kube.ParseTarget(target)
 	if err != nil {
-		return &TargetError{Reason: err.Error()}
+		return kube.Target{}, &TargetError{Reason: err.Error()}
 	}
 	if err := s.Namespaces.Check(t.Namespace); err != nil {
-		return &TargetError{Reason: err.Error(), Forbidden: true}
+		return kube.Target{}, &TargetError{Reason: err.Error(), Forbidden: true}
 	}
-	return nil
+	return t, nil
 }
 
 // podLog is what one pod's scan produced.
@@ -152,11 +159,11 @@ func probeK8sLogErrors(ctx context.Context, target string, module config.Module,
 		logger.Error("module has no validated k8s_log_errors settings")
 		return false
 	}
-	if err := checkK8sLogTarget(target, module); err != nil {
+	tgt, err := parseK8sLogTarget(target, s)
+	if err != nil {
 		logger.Error("invalid target", "err", err)
 		return false
 	}
-	tgt, _ := kube.ParseTarget(target)
 	if env.Kube == nil {
 		logger.Error("Kubernetes is not available", "err", ErrNoKube)
 		return false
