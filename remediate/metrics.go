@@ -2,7 +2,7 @@ package remediate
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// Metrics are the remediator's own series (docs/metrics-plan.md, "remediator own").
+// Metrics are the remediator's own series (README, "Running the remediator").
 type Metrics struct {
 	actions        *prometheus.CounterVec
 	pending        *prometheus.GaugeVec
