@@ -1,7 +1,9 @@
 package prober
 
 import (
+	"context"
 	"net/http"
+	"net/url"
 
 	pconfig "github.com/prometheus/common/config"
 
@@ -9,15 +11,58 @@ import (
 )
 
 // NewHTTPClient builds the client for one probe: the module's
-// http_client_config, dialling only through the guard, and no connection
-// reuse — a probe measures what a new client experiences.
-func NewHTTPClient(cfg config.HTTPClientConfig, env Env, name string) (*http.Client, error) {
-	opts := []pconfig.HTTPClientOption{pconfig.WithKeepAlivesDisabled(), pconfig.WithUserAgent(UserAgent)}
-	if env.Guard != nil {
-		opts = append(opts, pconfig.WithDialContextFunc(env.Guard.DialContext))
+// http_client_config, every request checked and every connection dialled
+// by the guard, and no connection reuse unless keepAlive (a probe measures
+// what a new client experiences). An oauth2 token_url is a destination
+// too: it is checked here, and its request (which prometheus/common makes
+// on a context of its own) dials through the guard like the rest.
+func NewHTTPClient(ctx context.Context, cfg config.HTTPClientConfig, env Env, name string, keepAlive bool) (*http.Client, error) {
+	c := cfg.HTTPClientConfig
+	// Proxy() memoises into c, a copy, so the transport common builds and
+	// the guard's check use the same choice of proxy.
+	proxy := ProxyFunc(c.ProxyConfig.Proxy())
+	opts := []pconfig.HTTPClientOption{pconfig.WithUserAgent(UserAgent), pconfig.WithDialContextFunc(env.Guard.DialContext)}
+	if !keepAlive {
+		opts = append(opts, pconfig.WithKeepAlivesDisabled())
 	}
-	return pconfig.NewClientFromConfig(cfg.HTTPClientConfig, name, opts...)
+	if c.OAuth2 != nil {
+		// A copy of its own: common memoises the token request's proxy
+		// into it, and the module's is shared by concurrent probes.
+		o := *c.OAuth2
+		c.OAuth2 = &o
+		if err := checkURL(ctx, env.Guard, o.TokenURL, ProxyFunc(o.ProxyConfig.Proxy()), "oauth2 token_url"); err != nil {
+			return nil, err
+		}
+	}
+	client, err := pconfig.NewClientFromConfig(c, name, opts...)
+	if err != nil {
+		return nil, err
+	}
+	client.Transport = env.Guard.Transport(client.Transport, proxy)
+	return client, nil
 }
+
+// checkURL runs a URL that a config names (not a request a probe builds)
+// through the guard's destination check.
+func checkURL(ctx context.Context, g *Guard, raw string, proxy ProxyFunc, what string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	req := (&http.Request{Method: http.MethodPost, URL: u, Host: u.Host, Header: http.Header{}}).WithContext(ctx)
+	if err := g.Destination(ctx, req, proxy); err != nil {
+		return &destinationError{what: what, err: err}
+	}
+	return nil
+}
+
+type destinationError struct {
+	what string
+	err  error
+}
+
+func (e *destinationError) Error() string { return e.what + ": " + e.err.Error() }
+func (e *destinationError) Unwrap() error { return e.err }
 
 // UserAgent is sent by every probe unless a module sets its own header.
 var UserAgent = "greybox/dev"

@@ -1,6 +1,7 @@
 package prober
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -34,7 +35,7 @@ func fuzzCheckTarget(t *testing.T, prober, target string, m config.Module) (refu
 	if !ok || spec.CheckTarget == nil {
 		t.Fatalf("prober %q has no CheckTarget", prober)
 	}
-	err := spec.CheckTarget(target, m)
+	err := spec.CheckTarget(context.Background(), target, m, NewGuard(context.Background(), m.AllowedTargets))
 	if err == nil {
 		return false, false
 	}

@@ -183,7 +183,7 @@ func fuzzHandler(f *testing.F, yml string) (*Handler, *config.Config) {
 		f.Fatal(err)
 	}
 	return NewHandler(HandlerOptions{
-		Config: func() *config.Config { return cfg }, History: NewHistory(4),
+		Config: func() *config.Config { return cfg }, History: NewHistory(4, 0),
 		MaxInFlight: 1000, TimeoutOffset: 100 * time.Millisecond,
 	}), cfg
 }

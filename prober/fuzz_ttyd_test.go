@@ -169,7 +169,7 @@ func FuzzTTYDWSFrames(f *testing.F) {
 	// use it, and a busy CI machine must not turn a success into a timeout.
 	const timeout = 3 * time.Second
 	m := testModule(f, "prober: ttyd_ws\ntimeout: 3s\nallowed_targets: [127.0.0.0/8]\nttyd_ws: {fetch_token: false, expect: \"[$] $\"}")
-	env := Env{Guard: NewGuard(m.AllowedTargets)}
+	env := Env{} // runProbeDirect gives each probe its own guard
 
 	f.Fuzz(func(t *testing.T, script []byte) {
 		msgs := bytes.Split(script, []byte{0})
@@ -259,7 +259,7 @@ func FuzzTTYDTokenAnswer(f *testing.F) {
 	}))
 	defer srv.Close()
 	m := testModule(f, "prober: ttyd_token\ntimeout: 3s\nallowed_targets: [127.0.0.0/8]\nttyd_token: {valid_status_codes: [200, 302], redirect_host: auth.fuzz.invalid, body_size_limit: 4KiB}")
-	env := Env{Guard: NewGuard(m.AllowedTargets)}
+	env := Env{} // runProbeDirect gives each probe its own guard
 	statuses := []int{http.StatusOK, http.StatusNotFound, http.StatusFound, http.StatusInternalServerError, http.StatusUnauthorized}
 
 	f.Fuzz(func(t *testing.T, status uint8, ct string, body []byte) {

@@ -5,22 +5,38 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
+
+	"golang.org/x/net/idna"
 
 	"github.com/greybox-probe/greybox/config"
 )
 
-// Guard is a module's allowed_targets applied to the network: every
-// address a probe resolves or dials passes through it. A host is resolved
-// once per request; the checked addresses are the ones dialled, so a DNS
-// answer cannot change between the check and the connection.
+// Guard is a module's allowed_targets and a probe's deadline applied to the
+// network. It is the one place both promises are kept:
+//
+//   - Every connection a probe opens is dialled by DialContext, which only
+//     dials addresses Resolve checked; every request a probe sends passes
+//     Destination first, which also checks a destination behind a proxy.
+//   - Every connection it dialled is closed when the probe's context ends,
+//     whoever asked for it and with whatever context (a library's own
+//     request on context.Background, such as oauth2's token fetch, cannot
+//     outlive the probe).
+//
+// A host is resolved once per probe; the checked addresses are the ones
+// dialled, so a DNS answer cannot change between the check and the
+// connection.
 type Guard struct {
 	allow    config.Allowlist
 	resolver *net.Resolver
 	dialer   net.Dialer
+	probe    context.Context
 
 	mu     sync.Mutex
 	pinned map[string][]netip.Addr
@@ -28,17 +44,82 @@ type Guard struct {
 	// that resolved a name and then dials its addresses directly (one
 	// connection per DNS answer) is not refused for lacking the name.
 	approved map[netip.Addr]bool
+	conns    []net.Conn
+	closed   bool
+	lookups  time.Duration
 }
 
-// NewGuard returns a guard for one probe request.
-func NewGuard(allow config.Allowlist) *Guard {
-	return &Guard{allow: allow, resolver: net.DefaultResolver, pinned: map[string][]netip.Addr{}, approved: map[netip.Addr]bool{}}
+// NewGuard returns the guard for one probe, whose connections all close
+// when probe ends.
+func NewGuard(probe context.Context, allow config.Allowlist) *Guard {
+	g := &Guard{allow: allow, resolver: net.DefaultResolver, probe: probe,
+		pinned: map[string][]netip.Addr{}, approved: map[netip.Addr]bool{}}
+	context.AfterFunc(probe, func() { time.AfterFunc(guardBackstop, g.closeAll) })
+	return g
+}
+
+// guardBackstop is how long after the probe ends its connections are
+// closed. Code that honours the context has returned by then with its own,
+// clearer error ("context deadline exceeded"); the close is for the code
+// that does not.
+const guardBackstop = 25 * time.Millisecond
+
+func (g *Guard) closeAll() {
+	g.mu.Lock()
+	conns := g.conns
+	g.conns, g.closed = nil, true
+	g.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// bound returns ctx cut short by the probe's end, so a caller that passes
+// a context without a deadline still cannot wait past the probe.
+func (g *Guard) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(g.probe, func() { cancel(context.Cause(g.probe)) })
+	return ctx, func() { stop(); cancel(nil) }
+}
+
+// canonicalHost is the name as it is dialled and as a proxy receives it:
+// lower case, no brackets or trailing dot, IDNA names in their ASCII form
+// (http.Transport converts them the same way), so "ＥＸＡＭＰＬＥ。com" cannot
+// pass as something the allowlist does not say.
+func canonicalHost(host string) (string, error) {
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if host == "" {
+		return "", errors.New("empty host")
+	}
+	if _, err := netip.ParseAddr(host); err == nil || isASCII(host) {
+		return host, nil
+	}
+	ascii, err := idna.Lookup.ToASCII(host)
+	if err != nil {
+		return "", fmt.Errorf("host %q is not a valid DNS name: %v", oneLine(host), err)
+	}
+	return ascii, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // Resolve returns the addresses host may be dialled at, looking it up at
-// most once per request. Denials are *config.ForbiddenError.
+// most once per probe. Denials are *config.ForbiddenError.
 func (g *Guard) Resolve(ctx context.Context, host string) ([]netip.Addr, error) {
-	host = strings.ToLower(strings.Trim(host, "[]"))
+	host, err := canonicalHost(host)
+	if err != nil {
+		if g.allow.Empty() {
+			return nil, err
+		}
+		return nil, &config.ForbiddenError{Reason: err.Error()}
+	}
 	g.mu.Lock()
 	addrs, ok := g.pinned[host]
 	if ip, err := netip.ParseAddr(host); !ok && err == nil && g.approved[ip.Unmap()] {
@@ -48,7 +129,11 @@ func (g *Guard) Resolve(ctx context.Context, host string) ([]netip.Addr, error) 
 	if ok {
 		return addrs, nil
 	}
-	addrs, err := g.allow.Resolve(ctx, g.resolver, host)
+	ctx, cancel := g.bound(ctx)
+	defer cancel()
+	start := time.Now()
+	addrs, err = g.allow.Resolve(ctx, g.resolver, host)
+	g.addLookup(start)
 	if err != nil {
 		return nil, err
 	}
@@ -61,9 +146,129 @@ func (g *Guard) Resolve(ctx context.Context, host string) ([]netip.Addr, error) 
 	return addrs, nil
 }
 
+func (g *Guard) addLookup(start time.Time) {
+	d := time.Since(start)
+	g.mu.Lock()
+	g.lookups += d
+	g.mu.Unlock()
+}
+
+// LookupDuration is the time this probe spent resolving names.
+func (g *Guard) LookupDuration() time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.lookups
+}
+
+// ProxyFunc chooses a proxy for a request, as http.Transport.Proxy does;
+// nil or a nil URL means a direct connection.
+type ProxyFunc func(*http.Request) (*url.URL, error)
+
+// Destination checks where req is going before anything is sent. A direct
+// request's host is resolved and pinned (the dial then uses exactly those
+// addresses). Through a proxy the dial reaches only the proxy, which
+// DialContext checks; the destination behind it is checked here by name,
+// and where it resolves here by every address it has (the proxy picks
+// one), so a name that does not resolve here and is not allowed by name
+// cannot be verified and is refused. A Host header other than the URL's is
+// checked the same way through a proxy, which may route by it.
+func (g *Guard) Destination(ctx context.Context, req *http.Request, proxy ProxyFunc) error {
+	var via *url.URL
+	if proxy != nil {
+		var err error
+		if via, err = proxy(req); err != nil {
+			return fmt.Errorf("choosing a proxy: %w", err)
+		}
+	}
+	if via == nil {
+		_, err := g.Resolve(ctx, req.URL.Hostname())
+		return err
+	}
+	if g.allow.Empty() {
+		return nil
+	}
+	hosts := []string{req.URL.Hostname()}
+	if req.Host != "" && req.Host != req.URL.Host {
+		h := req.Host
+		if hh, _, err := net.SplitHostPort(h); err == nil {
+			h = hh
+		}
+		hosts = append(hosts, h)
+	}
+	for _, h := range hosts {
+		if err := g.viaProxy(ctx, h, via); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *Guard) viaProxy(ctx context.Context, host string, via *url.URL) error {
+	host, err := canonicalHost(host)
+	if err != nil {
+		return &config.ForbiddenError{Reason: err.Error()}
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if !g.allow.AllowsAddr(ip) {
+			return &config.ForbiddenError{Reason: fmt.Sprintf("destination %s (through proxy %s) is not in allowed_targets", ip, via.Host)}
+		}
+		return nil
+	}
+	if g.allow.AllowsName(host) {
+		return nil
+	}
+	ctx, cancel := g.bound(ctx)
+	defer cancel()
+	start := time.Now()
+	addrs, err := g.resolver.LookupNetIP(ctx, "ip", host)
+	g.addLookup(start)
+	if err != nil {
+		return &config.ForbiddenError{Reason: fmt.Sprintf(
+			"destination %q (through proxy %s) is not allowed by name and does not resolve here, so it cannot be checked against allowed_targets", host, via.Host)}
+	}
+	for _, a := range addrs {
+		if !g.allow.AllowsAddr(a) {
+			return &config.ForbiddenError{Reason: fmt.Sprintf(
+				"destination %q (through proxy %s) resolves to %s, which is not in allowed_targets", host, via.Host, a)}
+		}
+	}
+	return nil
+}
+
+// Transport checks every request next sends, redirects included (an
+// http.Client hands each hop to its Transport), with Destination.
+func (g *Guard) Transport(next http.RoundTripper, proxy ProxyFunc) http.RoundTripper {
+	return &guardTransport{g: g, next: next, proxy: proxy}
+}
+
+type guardTransport struct {
+	g     *Guard
+	next  http.RoundTripper
+	proxy ProxyFunc
+}
+
+func (t *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := t.g.Destination(req.Context(), req, t.proxy); err != nil {
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
+		return nil, err
+	}
+	return t.next.RoundTrip(req)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// transport underneath.
+func (t *guardTransport) CloseIdleConnections() {
+	if c, ok := t.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 // DialContext dials address ("host:port") at an address Resolve allowed,
-// trying each in turn like net.Dialer does. It fits http.Transport,
-// websocket.Dialer and anything else that takes a dial function.
+// trying each in turn like net.Dialer does, and closes the connection when
+// the probe ends. It fits http.Transport, websocket.Dialer and anything
+// else that takes a dial function.
 func (g *Guard) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	host, port, err := net.SplitHostPort(address)
 	if err != nil {
@@ -72,6 +277,8 @@ func (g *Guard) DialContext(ctx context.Context, network, address string) (net.C
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return nil, fmt.Errorf("bad port in %q", address)
 	}
+	ctx, cancel := g.bound(ctx)
+	defer cancel()
 	addrs, err := g.Resolve(ctx, host)
 	if err != nil {
 		return nil, err
@@ -83,7 +290,7 @@ func (g *Guard) DialContext(ctx context.Context, network, address string) (net.C
 		}
 		c, err := g.dialer.DialContext(ctx, network, net.JoinHostPort(a.String(), port))
 		if err == nil {
-			return c, nil
+			return g.track(c)
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
@@ -94,4 +301,15 @@ func (g *Guard) DialContext(ctx context.Context, network, address string) (net.C
 		return nil, fmt.Errorf("no %s address for %s", network, host)
 	}
 	return nil, errors.Join(errs...)
+}
+
+func (g *Guard) track(c net.Conn) (net.Conn, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		_ = c.Close()
+		return nil, fmt.Errorf("probe ended: %w", context.Cause(g.probe))
+	}
+	g.conns = append(g.conns, c)
+	return c, nil
 }

@@ -21,7 +21,7 @@ func TestGuard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := NewGuard(byName)
+	g := NewGuard(ctx, byName)
 	// An IP the guard never approved is refused without dialling.
 	if _, err := g.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port)); !isForbidden(err) {
 		t.Fatalf("dial of an unapproved IP: %v, want forbidden", err)
@@ -47,11 +47,11 @@ func TestGuard(t *testing.T) {
 
 	// A network rule checks the address; a bad port never dials.
 	cidr, _ := config.ParseAllowlist([]string{"10.0.0.0/8"})
-	g = NewGuard(cidr)
+	g = NewGuard(ctx, cidr)
 	if _, err := g.DialContext(ctx, "tcp", srv.Listener.Addr().String()); !isForbidden(err) {
 		t.Fatalf("dial outside the CIDR: %v, want forbidden", err)
 	}
-	if _, err := NewGuard(config.Allowlist{}).DialContext(ctx, "tcp", "127.0.0.1:99999"); err == nil {
+	if _, err := NewGuard(ctx, config.Allowlist{}).DialContext(ctx, "tcp", "127.0.0.1:99999"); err == nil {
 		t.Fatal("bad port dialled")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -35,16 +36,28 @@ type HandlerOptions struct {
 	Kube        func() (kubernetes.Interface, error)
 	// Registerer receives greybox's own metrics about probes.
 	Registerer prometheus.Registerer
+	// MaxBodyMemory bounds the response bytes all probes in flight hold
+	// (0: DefaultBodyMemory).
+	MaxBodyMemory int64
+	// Resolver looks names up for every probe; nil is net.DefaultResolver.
+	Resolver *net.Resolver
 }
 
 // Handler serves /probe.
 type Handler struct {
 	opts     HandlerOptions
+	bodies   *BodyBudget
 	slots    chan struct{}
 	requests *prometheus.CounterVec
 	inFlight prometheus.Gauge
 	duration *prometheus.HistogramVec
+	overruns prometheus.Counter
 }
+
+// MaxTargetLength bounds the target parameter. Every log line of a probe
+// carries its target and history keeps it, so this is part of what bounds
+// memory; the longest real targets (a list of replica URLs) stay far below.
+const MaxTargetLength = 8 << 10
 
 // Result labels of greybox_probe_requests_total.
 const (
@@ -64,14 +77,18 @@ func NewHandler(o HandlerOptions) *Handler {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.History == nil {
-		o.History = NewHistory(100)
+		o.History = NewHistory(100, 0)
 	}
 	if o.Kube == nil {
 		o.Kube = func() (kubernetes.Interface, error) { return nil, ErrNoKube }
 	}
+	if o.MaxBodyMemory <= 0 {
+		o.MaxBodyMemory = DefaultBodyMemory
+	}
 	h := &Handler{
-		opts:  o,
-		slots: make(chan struct{}, o.MaxInFlight),
+		opts:   o,
+		bodies: NewBodyBudget(o.MaxBodyMemory),
+		slots:  make(chan struct{}, o.MaxInFlight),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "greybox_probe_requests_total",
 			Help: "Probe requests by module and result (success, failure, bad_request, forbidden, overloaded).",
@@ -85,9 +102,13 @@ func NewHandler(o HandlerOptions) *Handler {
 			Help:    "Duration of probes that ran, by module.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"module"}),
+		overruns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "greybox_probe_overruns_total",
+			Help: "Probes whose prober had not returned by the deadline; the answer went out without it.",
+		}),
 	}
 	if o.Registerer != nil {
-		o.Registerer.MustRegister(h.requests, h.inFlight, h.duration)
+		o.Registerer.MustRegister(h.requests, h.inFlight, h.duration, h.overruns)
 	}
 	return h
 }
@@ -118,6 +139,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, moduleName, resultBadRequest, http.StatusBadRequest, "target parameter is missing")
 		return
 	}
+	if len(target) > MaxTargetLength {
+		h.refuse(w, moduleName, resultBadRequest, http.StatusBadRequest,
+			fmt.Sprintf("target is %d bytes; the limit is %d", len(target), MaxTargetLength))
+		return
+	}
 	spec, ok := Lookup(module.Prober)
 	if !ok {
 		h.refuse(w, moduleName, resultBadRequest, http.StatusBadRequest, fmt.Sprintf("module %q uses unknown prober %q", moduleName, module.Prober))
@@ -129,37 +155,45 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	debug := params.Get("debug") == "true"
+	// shown is the target as greybox prints it anywhere: credentials in
+	// it stay out of logs, history and answers.
+	shown := Redact(target)
 
 	// Take a slot before any network step (the allowlist check resolves).
+	// The probe's goroutine gives it back when it returns, which the guard
+	// makes happen by the deadline: it closes every connection then.
 	select {
 	case h.slots <- struct{}{}:
-		defer func() { <-h.slots }()
 	default:
 		h.refuse(w, moduleName, resultOverloaded, http.StatusServiceUnavailable,
 			fmt.Sprintf("too many probes in flight (limit %d)", cap(h.slots)))
 		return
 	}
 	h.inFlight.Inc()
-	defer h.inFlight.Dec()
+	release := func() { h.inFlight.Dec(); <-h.slots }
 
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	env := Env{Guard: NewGuard(module.AllowedTargets), Kube: h.opts.Kube}
+	env := Env{Guard: NewGuard(ctx, module.AllowedTargets), Kube: h.opts.Kube, Bodies: h.bodies}
+	if h.opts.Resolver != nil {
+		env.Guard.resolver = h.opts.Resolver
+	}
 	if err := checkTarget(ctx, spec, target, *module, env.Guard); err != nil {
+		release()
 		var te *TargetError
 		if errors.As(err, &te) && te.Forbidden {
-			h.refuse(w, moduleName, resultForbidden, http.StatusForbidden, oneLine(err.Error()))
+			h.refuse(w, moduleName, resultForbidden, http.StatusForbidden, oneLine(Redact(err.Error())))
 			return
 		}
-		h.refuse(w, moduleName, resultBadRequest, http.StatusBadRequest, oneLine(err.Error()))
+		h.refuse(w, moduleName, resultBadRequest, http.StatusBadRequest, oneLine(Redact(err.Error())))
 		return
 	}
 
 	logs := &limitedBuffer{max: maxProbeLog}
-	logger := slog.New(slog.NewMultiHandler(
+	logger := slog.New(redactHandler{slog.NewMultiHandler(
 		slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}),
 		h.opts.Logger.Handler(),
-	)).With("module", moduleName, "target", target)
+	)}).With("module", moduleName, "target", shown)
 
 	reg := prometheus.NewRegistry()
 	successGauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_success", Help: "Whether the probe succeeded (1) or failed (0)."})
@@ -170,7 +204,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	logger.Debug("beginning probe", "prober", module.Prober, "timeout_seconds", timeout.Seconds())
 	start := time.Now()
-	success := runProbe(ctx, spec.Probe, target, *module, reg, logger, env)
+	success := h.run(ctx, spec.Probe, target, *module, reg, logger, env, release)
 	elapsed := time.Since(start)
 	durationGauge.Set(elapsed.Seconds())
 	if success {
@@ -188,7 +222,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		logger.Error("gathering probe metrics failed", "err", gatherErr)
 	}
 	entry := &Entry{
-		Module: moduleName, Target: target, Start: start, Duration: elapsed, Success: success,
+		Module: moduleName, Target: shown, Start: start, Duration: elapsed, Success: success,
 		Logs: logs.String(), Metrics: mfs, ModuleYAML: module.YAML(),
 	}
 	h.opts.History.Add(entry)
@@ -213,6 +247,44 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// InFlight is the number of probes running now, answered or not.
+func (h *Handler) InFlight() int { return len(h.slots) }
+
+// overrunGrace is how long past its deadline the handler waits for a
+// prober before answering without it. The guard closes the probe's
+// connections at the deadline, so a prober normally returns at once.
+const overrunGrace = 250 * time.Millisecond
+
+// run runs the prober in a goroutine of its own and returns by the
+// deadline (plus overrunGrace) whatever the prober does: Prometheus gets
+// its answer in time. release gives the in-flight slot back when the
+// prober has really returned, so the cap counts work that is running.
+func (h *Handler) run(ctx context.Context, fn ProbeFunc, target string, m config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env, release func()) bool {
+	done := make(chan bool, 1)
+	go func() {
+		ok := runProbe(ctx, fn, target, m, reg, logger, env)
+		// Free the slot before answering: once a probe has answered from
+		// here, its slot is free for the next request.
+		release()
+		done <- ok
+	}()
+	select {
+	case ok := <-done:
+		return ok
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(overrunGrace)
+	defer t.Stop()
+	select {
+	case ok := <-done:
+		return ok
+	case <-t.C:
+		h.overruns.Inc()
+		logger.Error("prober did not return by its deadline; answering without it", "prober", m.Prober)
+		return false
+	}
+}
+
 // runProbe turns a prober panic into a failed probe with a log line, so one
 // bad upstream answer cannot take the server down.
 func runProbe(ctx context.Context, fn ProbeFunc, target string, m config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) (ok bool) {
@@ -230,7 +302,7 @@ func runProbe(ctx context.Context, fn ProbeFunc, target string, m config.Module,
 // the resolved addresses for the dialer).
 func checkTarget(ctx context.Context, spec Spec, target string, m config.Module, g *Guard) error {
 	if spec.CheckTarget != nil {
-		return spec.CheckTarget(target, m)
+		return spec.CheckTarget(ctx, target, m, g)
 	}
 	u, err := ParseHTTPTarget(target)
 	if err != nil {
@@ -239,15 +311,31 @@ func checkTarget(ctx context.Context, spec Spec, target string, m config.Module,
 	if m.AllowedTargets.Empty() {
 		return nil
 	}
-	if _, err := g.Resolve(ctx, u.Hostname()); err != nil {
-		var fe *config.ForbiddenError
-		if errors.As(err, &fe) {
-			return &TargetError{Reason: fe.Reason, Forbidden: true}
-		}
-		// A lookup failure is the probe's to report (probe_success 0), not
-		// the caller's mistake.
+	return forbiddenOnly(g.Destination(ctx, &http.Request{Method: http.MethodGet, URL: u, Host: u.Host}, settingsProxy(m)))
+}
+
+// forbiddenOnly turns a guard denial into a 403 and lets any other error
+// through as nil: a lookup failure is the probe's to report
+// (probe_success 0), not the caller's mistake.
+func forbiddenOnly(err error) error {
+	var fe *config.ForbiddenError
+	if errors.As(err, &fe) {
+		return &TargetError{Reason: fe.Reason, Forbidden: true}
 	}
 	return nil
+}
+
+// settingsProxy is the proxy a module's http_client_config chooses, if
+// its prober has one.
+func settingsProxy(m config.Module) ProxyFunc {
+	hc, ok := m.Settings.(interface {
+		HTTPClient() *config.HTTPClientConfig
+	})
+	if !ok {
+		return nil
+	}
+	c := *hc.HTTPClient() // Proxy() memoises; the module is shared
+	return ProxyFunc(c.ProxyConfig.Proxy())
 }
 
 // ParseHTTPTarget accepts an absolute http(s) URL with a host.
@@ -279,6 +367,10 @@ func probeTimeout(r *http.Request, m config.Module, offset time.Duration) (time.
 	s, err := strconv.ParseFloat(v, 64)
 	if err != nil || s <= 0 || math.IsNaN(s) || math.IsInf(s, 0) {
 		return 0, fmt.Errorf("invalid X-Prometheus-Scrape-Timeout-Seconds %q", oneLine(v))
+	}
+	// Compare in seconds: a huge header would overflow a Duration.
+	if s-offset.Seconds() >= timeout.Seconds() {
+		return timeout, nil
 	}
 	scrape := time.Duration(s * float64(time.Second))
 	if scrape > offset {

@@ -43,7 +43,7 @@ func init() {
 				return false
 			}
 		},
-		CheckTarget: func(target string, _ config.Module) error { return nil },
+		CheckTarget: func(context.Context, string, config.Module, *Guard) error { return nil },
 	})
 	Register("test_panic", Spec{
 		Settings: func() config.Settings { return &testSettings{} },
@@ -52,7 +52,7 @@ func init() {
 			m["boom"]++ // a nil-map write: a prober bug must not kill the server
 			return true
 		},
-		CheckTarget: func(string, config.Module) error { return nil },
+		CheckTarget: func(context.Context, string, config.Module, *Guard) error { return nil },
 	})
 }
 
@@ -69,7 +69,7 @@ func newTestHandler(t *testing.T, yml string, maxInFlight int) (*Handler, *prome
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	hist := NewHistory(10)
+	hist := NewHistory(10, 0)
 	h := NewHandler(HandlerOptions{
 		Config: func() *config.Config { return cfg }, History: hist, MaxInFlight: maxInFlight,
 		TimeoutOffset: 500 * time.Millisecond, Registerer: reg,
@@ -259,7 +259,7 @@ func TestHandlerBurstLeavesNoGoroutines(t *testing.T) {
 }
 
 func TestHistoryKeepsFailuresLonger(t *testing.T) {
-	hist := NewHistory(3)
+	hist := NewHistory(3, 0)
 	hist.Add(&Entry{Module: "m", Target: "bad", Success: false})
 	for range 10 {
 		hist.Add(&Entry{Module: "m", Target: "good", Success: true})

@@ -61,8 +61,10 @@ func (s *syncBuffer) String() string {
 // timeout as the deadline.
 func runProbeDirect(t testing.TB, fn ProbeFunc, target string, m config.Module, env Env) probeResult {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(m.Timeout))
+	defer cancel()
 	if env.Guard == nil {
-		env.Guard = NewGuard(m.AllowedTargets)
+		env.Guard = NewGuard(ctx, m.AllowedTargets)
 	}
 	if env.Kube == nil {
 		env.Kube = func() (kubernetes.Interface, error) { return nil, ErrNoKube }
@@ -70,8 +72,6 @@ func runProbeDirect(t testing.TB, fn ProbeFunc, target string, m config.Module, 
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(m.Timeout))
-	defer cancel()
 	start := time.Now()
 	ok := fn(ctx, target, m, reg, logger, env)
 	return probeResult{ok: ok, reg: reg, logs: logs.String(), elapsed: time.Since(start)}

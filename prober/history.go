@@ -24,6 +24,9 @@ type Entry struct {
 	Logs       string
 	Metrics    []*dto.MetricFamily
 	ModuleYAML string
+
+	weight int64 // what weigh estimated, counted once
+	refs   int   // rings holding the entry, under History.mu
 }
 
 // Debug renders the report debug=true returns: log, metrics, module.
@@ -46,42 +49,109 @@ func (e *Entry) Debug() string {
 // History keeps the last probes, and the last failures for longer: a ring
 // of recent probes plus a ring of recent failures of the same size, so a
 // burst of successes cannot push out the failure someone is looking for.
+// Its memory is bounded by bytes as well as by count: past maxBytes the
+// oldest entries go, successes first.
 type History struct {
-	mu     sync.Mutex
-	size   int
-	nextID int64
-	recent []*Entry
-	failed []*Entry
+	mu       sync.Mutex
+	size     int
+	maxBytes int64
+	bytes    int64
+	nextID   int64
+	recent   []*Entry
+	failed   []*Entry
 }
 
-// NewHistory keeps up to size recent probes and size recent failures.
-func NewHistory(size int) *History {
+// DefaultHistoryBytes is --history.max-bytes' default.
+const DefaultHistoryBytes = 16 << 20
+
+// NewHistory keeps up to size recent probes and size recent failures,
+// within maxBytes in all (0 means DefaultHistoryBytes).
+func NewHistory(size int, maxBytes int64) *History {
 	if size < 1 {
 		size = 1
 	}
-	return &History{size: size}
+	if maxBytes <= 0 {
+		maxBytes = DefaultHistoryBytes
+	}
+	return &History{size: size, maxBytes: maxBytes}
+}
+
+// entryOverhead approximates an entry's fixed cost: the struct, its
+// timestamps and slice headers.
+const entryOverhead = 256
+
+// weigh estimates what e holds in memory: its strings and its metric
+// families (names, help, label pairs and values).
+func (e *Entry) weigh() int64 {
+	n := int64(entryOverhead + len(e.Module) + len(e.Target) + len(e.Logs))
+	for _, mf := range e.Metrics {
+		n += int64(64 + len(mf.GetName()) + len(mf.GetHelp()))
+		for _, m := range mf.GetMetric() {
+			n += 96
+			for _, lp := range m.GetLabel() {
+				n += int64(32 + len(lp.GetName()) + len(lp.GetValue()))
+			}
+		}
+	}
+	return n
 }
 
 // Add records e and assigns its ID.
 func (h *History) Add(e *Entry) {
+	e.weight = e.weigh()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e.ID = h.nextID
 	h.nextID++
-	h.recent = pushBounded(h.recent, e, h.size)
+	h.bytes += e.weight
+	e.refs = 1
+	h.recent = h.push(h.recent, e, h.size)
 	if !e.Success {
-		h.failed = pushBounded(h.failed, e, h.size)
+		e.refs++
+		h.failed = h.push(h.failed, e, h.size)
+	}
+	// Over budget: drop the oldest success, then the oldest failure, but
+	// keep the entry just added.
+	for h.bytes > h.maxBytes {
+		switch {
+		case len(h.recent) > 1:
+			h.recent = h.drop(h.recent)
+		case len(h.failed) > 1 || len(h.failed) == 1 && h.failed[0] != e:
+			h.failed = h.drop(h.failed)
+		default:
+			return
+		}
 	}
 }
 
-func pushBounded(s []*Entry, e *Entry, n int) []*Entry {
+// Bytes is the estimated memory the kept entries hold.
+func (h *History) Bytes() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.bytes
+}
+
+func (h *History) release(e *Entry) {
+	e.refs--
+	if e.refs == 0 {
+		h.bytes -= e.weight
+	}
+}
+
+func (h *History) push(s []*Entry, e *Entry, n int) []*Entry {
 	s = append(s, e)
-	if len(s) > n {
-		copy(s, s[len(s)-n:])
-		clear(s[n:])
-		s = s[:n]
+	for len(s) > n {
+		s = h.drop(s)
 	}
 	return s
+}
+
+// drop removes the oldest entry of s.
+func (h *History) drop(s []*Entry) []*Entry {
+	h.release(s[0])
+	copy(s, s[1:])
+	s[len(s)-1] = nil
+	return s[:len(s)-1]
 }
 
 // Get returns the entry with id.

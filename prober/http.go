@@ -20,9 +20,9 @@ import (
 
 // HTTPSettings is the `http:` section of a module.
 type HTTPSettings struct {
-	Method  string            `yaml:"method,omitempty"`
-	Headers map[string]string `yaml:"headers,omitempty"`
-	Body    string            `yaml:"body,omitempty"`
+	Method  string         `yaml:"method,omitempty"`
+	Headers config.Headers `yaml:"headers,omitempty"`
+	Body    string         `yaml:"body,omitempty"`
 	// ValidStatusCodes defaults to any 2xx.
 	ValidStatusCodes           []int                   `yaml:"valid_status_codes,omitempty"`
 	FailIfBodyMatchesRegexp    []config.Regexp         `yaml:"fail_if_body_matches_regexp,omitempty"`
@@ -35,6 +35,9 @@ type HTTPSettings struct {
 
 // DefaultBodySizeLimit bounds what a probe reads of a body.
 const DefaultBodySizeLimit = 10 << 20
+
+// HTTPClient is the module's client config, for the handler's target check.
+func (s *HTTPSettings) HTTPClient() *config.HTTPClientConfig { return &s.HTTPClientConfig }
 
 func (s *HTTPSettings) Validate() error {
 	s.Method = strings.ToUpper(s.Method)
@@ -146,16 +149,7 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *pr
 		logger.Error("invalid target", "err", err)
 		return false
 	}
-	// Resolve up front: the guard pins the answer, so the dial below reuses
-	// it, and the lookup gets its own phase.
-	resolveStart := time.Now()
-	if _, err := env.Guard.Resolve(ctx, u.Hostname()); err != nil {
-		logger.Error("resolving target failed", "err", err)
-		return false
-	}
-	phases.WithLabelValues("resolve").Set(time.Since(resolveStart).Seconds())
-
-	client, err := NewHTTPClient(s.HTTPClientConfig, env, "http_probe")
+	client, err := NewHTTPClient(ctx, s.HTTPClientConfig, env, "http_probe", false)
 	if err != nil {
 		logger.Error("building HTTP client failed", "err", err)
 		return false
@@ -192,6 +186,9 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *pr
 
 	logger.Info("making HTTP request", "method", s.Method, "url", u.Redacted())
 	resp, err := client.Do(req)
+	// The guard resolves every name (and pins the answer for the dial), so
+	// its lookups are the resolve phase.
+	phases.WithLabelValues("resolve").Set(env.Guard.LookupDuration().Seconds())
 	if err != nil {
 		logger.Error("HTTP request failed", "phase", tr.phase(), "err", err)
 		recordPhases(phases, tr, time.Time{})
@@ -199,7 +196,9 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *pr
 	}
 	defer resp.Body.Close()
 
-	n, tooBig, regexOK, readErr := readBody(resp.Body, int64(s.BodySizeLimit), s.FailIfBodyMatchesRegexp, s.FailIfBodyNotMatchesRegexp, logger)
+	lease := env.Bodies.Lease()
+	defer lease.Release()
+	n, tooBig, regexOK, readErr := readBody(resp.Body, int64(s.BodySizeLimit), s.FailIfBodyMatchesRegexp, s.FailIfBodyNotMatchesRegexp, lease, logger)
 	recordPhases(phases, tr, time.Now())
 	statusCode.Set(float64(resp.StatusCode))
 	contentLength.Set(float64(resp.ContentLength))
@@ -243,11 +242,11 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *pr
 
 // readBody drains up to limit bytes and applies the body regexps. The
 // regexps need the body in memory, so they only run within the limit.
-func readBody(r io.Reader, limit int64, mustNot, must []config.Regexp, logger *slog.Logger) (n int64, tooBig, regexOK bool, err error) {
+func readBody(r io.Reader, limit int64, mustNot, must []config.Regexp, lease *Lease, logger *slog.Logger) (n int64, tooBig, regexOK bool, err error) {
 	needBody := len(mustNot) > 0 || len(must) > 0
 	var buf []byte
 	if needBody {
-		buf, err = io.ReadAll(io.LimitReader(r, limit+1))
+		buf, err = readInto(nil, io.LimitReader(r, limit+1), lease)
 		n = int64(len(buf))
 	} else {
 		n, err = io.Copy(io.Discard, io.LimitReader(r, limit+1))

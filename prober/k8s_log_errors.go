@@ -119,7 +119,7 @@ func init() {
 	})
 }
 
-func checkK8sLogTarget(target string, module config.Module) error {
+func checkK8sLogTarget(_ context.Context, target string, module config.Module, _ *Guard) error {
 	s, ok := module.Settings.(*K8sLogErrorsSettings)
 	if !ok {
 		return &TargetError{Reason: "module has no k8s_log_errors settings"}

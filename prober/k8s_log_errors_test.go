@@ -1,6 +1,7 @@
 package prober
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -400,7 +401,7 @@ func TestK8sLogErrorsCheckTarget(t *testing.T) {
 		{"Calico_System/a=b", false, false, "invalid namespace"},
 		{"kube-system/k8s-app=kube-dns", false, true, `namespace "kube-system" is not allowed`},
 	} {
-		err := checkK8sLogTarget(tc.target, m)
+		err := checkK8sLogTarget(context.Background(), tc.target, m, nil)
 		if tc.ok {
 			if err != nil {
 				t.Errorf("%q: %v", tc.target, err)
@@ -413,7 +414,7 @@ func TestK8sLogErrorsCheckTarget(t *testing.T) {
 		}
 	}
 	// Without a namespaces list any namespace is allowed.
-	if err := checkK8sLogTarget("kube-system/a=b", testModule(t, whiskerModuleNoDeps)); err != nil {
+	if err := checkK8sLogTarget(context.Background(), "kube-system/a=b", testModule(t, whiskerModuleNoDeps), nil); err != nil {
 		t.Error(err)
 	}
 }

@@ -142,7 +142,7 @@ func TestLoad500ConcurrentProbes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := NewHandler(HandlerOptions{Config: func() *config.Config { return cfg }, MaxInFlight: capacity, History: NewHistory(16)})
+	h := NewHandler(HandlerOptions{Config: func() *config.Config { return cfg }, MaxInFlight: capacity, History: NewHistory(16, 0)})
 	loadProbes.handler.Store(h)
 	defer loadProbes.handler.Store(nil)
 	loadProbes.ran.Store(0)

@@ -29,6 +29,9 @@ type Env struct {
 	// Kube returns the shared Kubernetes client, or an error saying why
 	// there is none (no kubeconfig, not in a cluster).
 	Kube func() (kubernetes.Interface, error)
+	// Bodies bounds the response bytes probes in flight hold; nil is
+	// unbounded.
+	Bodies *BodyBudget
 }
 
 // ErrNoKube is what Env.Kube returns when greybox runs without Kubernetes.
@@ -48,10 +51,11 @@ type Spec struct {
 	// Settings returns a fresh settings value with defaults filled in.
 	Settings func() config.Settings
 	Probe    ProbeFunc
-	// CheckTarget validates a target before any network step (400/403).
-	// Nil means the target is an http(s) URL whose host the handler checks
-	// against allowed_targets and pins for the dialer.
-	CheckTarget func(target string, module config.Module) error
+	// CheckTarget validates a target before the probe runs (400/403); g
+	// checks hosts against allowed_targets and pins what it resolved for
+	// the dialer. Nil means the target is an http(s) URL whose host the
+	// handler checks.
+	CheckTarget func(ctx context.Context, target string, module config.Module, g *Guard) error
 }
 
 var (

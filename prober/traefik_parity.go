@@ -14,15 +14,14 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
-	pconfig "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -67,6 +66,9 @@ const (
 	// parityLogNames caps the router names logged per list.
 	parityLogNames = 50
 )
+
+// HTTPClient is the module's client config, for the handler's target check.
+func (s *TraefikParitySettings) HTTPClient() *config.HTTPClientConfig { return &s.HTTPClientConfig }
 
 func (s *TraefikParitySettings) Validate() error {
 	if s.PerPage < 0 || s.MaxPages < 0 {
@@ -141,7 +143,7 @@ const parityTargetForms = "want k8s:<namespace>/<label-selector>:<port>, dns:<ho
 func parseParitySet(target string) (*paritySet, error) {
 	// Every message shows the target without userinfo: a password typed
 	// into a URL must not reach a log, an error page or the history.
-	target = redactUserinfo(target)
+	target = Redact(target)
 	switch {
 	case strings.HasPrefix(target, "k8s:"):
 		rest := strings.TrimPrefix(target, "k8s:")
@@ -200,12 +202,6 @@ func parseParitySet(target string) (*paritySet, error) {
 	return set, nil
 }
 
-var parityUserinfo = regexp.MustCompile(`//[^/?#,]*@`)
-
-func redactUserinfo(target string) string {
-	return parityUserinfo.ReplaceAllString(target, "//xxxxx@")
-}
-
 func parsePort(p string) (string, error) {
 	n, err := strconv.ParseUint(p, 10, 16)
 	if err != nil || n == 0 {
@@ -214,7 +210,7 @@ func parsePort(p string) (string, error) {
 	return p, nil
 }
 
-func checkTraefikParityTarget(target string, m config.Module) error {
+func checkTraefikParityTarget(ctx context.Context, target string, m config.Module, g *Guard) error {
 	set, err := parseParitySet(target)
 	if err != nil {
 		return &TargetError{Reason: err.Error()}
@@ -222,20 +218,28 @@ func checkTraefikParityTarget(target string, m config.Module) error {
 	s, _ := m.Settings.(*TraefikParitySettings)
 	switch set.kind {
 	case "k8s":
+		// Pod IPs are checked as each replica is dialled.
 		if s != nil {
 			if err := s.Namespaces.Check(set.namespace); err != nil {
 				return &TargetError{Forbidden: true, Reason: err.Error()}
 			}
 		}
 	case "dns":
-		if ip, err := netip.ParseAddr(set.host); err == nil && !m.AllowedTargets.AllowsAddr(ip) {
-			return &TargetError{Forbidden: true, Reason: fmt.Sprintf("target address %s is not in allowed_targets", ip)}
+		if !m.AllowedTargets.Empty() {
+			_, err := g.Resolve(ctx, set.host)
+			return forbiddenOnly(err)
 		}
 	case "static":
-		// Names are checked when dialled; addresses can be refused now.
+		if m.AllowedTargets.Empty() {
+			return nil
+		}
+		var proxy ProxyFunc
+		if s != nil {
+			proxy = settingsProxy(m)
+		}
 		for _, u := range set.urls {
-			if ip, err := netip.ParseAddr(u.Hostname()); err == nil && !m.AllowedTargets.AllowsAddr(ip) {
-				return &TargetError{Forbidden: true, Reason: fmt.Sprintf("target address %s is not in allowed_targets", ip)}
+			if err := forbiddenOnly(g.Destination(ctx, &http.Request{Method: http.MethodGet, URL: u, Host: u.Host}, proxy)); err != nil {
+				return err
 			}
 		}
 	}
@@ -248,6 +252,7 @@ type parityReplica struct {
 	namespace, pod string
 	base           *url.URL
 	inGrace        bool
+	lease          *Lease // the page buffer's share of the body budget
 	age            time.Duration
 
 	err       error
@@ -279,9 +284,6 @@ func ProbeTraefikParity(ctx context.Context, target string, module config.Module
 		return false
 	}
 	guard := env.Guard
-	if guard == nil {
-		guard = NewGuard(module.AllowedTargets)
-	}
 
 	// Leave a little of the budget for comparing and answering: a replica
 	// that never answers must not make the whole probe miss the scrape.
@@ -300,8 +302,7 @@ func ProbeTraefikParity(ctx context.Context, target string, module config.Module
 
 	// Unlike the other probers this one reuses connections: it reads up to
 	// max_pages pages per replica and measures a table, not a first visit.
-	client, err := pconfig.NewClientFromConfig(s.HTTPClientConfig.HTTPClientConfig, "traefik_parity",
-		pconfig.WithDialContextFunc(guard.DialContext), pconfig.WithUserAgent(UserAgent))
+	client, err := NewHTTPClient(fetchCtx, s.HTTPClientConfig, env, "traefik_parity", true)
 	if err != nil {
 		logger.Error("http_client_config", "err", err)
 		return false
@@ -321,6 +322,8 @@ func ProbeTraefikParity(ctx context.Context, target string, module config.Module
 				r.err = fmt.Errorf("not started before the deadline: %w", fetchCtx.Err())
 				return
 			}
+			r.lease = env.Bodies.Lease()
+			defer r.lease.Release()
 			r.err = fetchParityReplica(fetchCtx, client, s, r)
 		}()
 	}
@@ -475,7 +478,7 @@ func fetchParityList(ctx context.Context, client *http.Client, s *TraefikParityS
 		var next string
 		err := parityGet(ctx, client, s, r.base, path, q, func(rd io.Reader) error {
 			var err error
-			body, err = readAllInto(body[:0], rd)
+			body, err = readInto(body[:0], rd, r.lease)
 			if err != nil {
 				return err
 			}
@@ -629,24 +632,6 @@ func parityDecodeError(ctx context.Context, err error, s *TraefikParitySettings)
 		return fmt.Errorf("unexpected JSON shape (%v): not a Traefik API answer", err)
 	}
 	return err
-}
-
-// readAllInto is io.ReadAll reusing buf, so a replica's pages share one
-// buffer.
-func readAllInto(buf []byte, r io.Reader) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
 }
 
 // parityScanner reads a Traefik router list in one pass, keeping only the
@@ -850,6 +835,12 @@ func (p *parityScanner) rawString() ([]byte, bool, error) {
 		case c == '"':
 			s := p.data[start:p.pos]
 			p.pos++
+			// Names and providers become label values and log text; a
+			// replica that sends bytes JSON does not allow is reported
+			// down for it, and the other replicas are still compared.
+			if !utf8.Valid(s) {
+				return nil, false, p.syntax("invalid UTF-8 in a string")
+			}
 			return s, esc, nil
 		case c == '\\':
 			esc = true

@@ -34,7 +34,7 @@ func BenchmarkTraefikParity(b *testing.B) {
 			b.ResetTimer()
 			for b.Loop() {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				ok := ProbeTraefikParity(ctx, target, m, prometheus.NewRegistry(), logger, Env{Guard: NewGuard(m.AllowedTargets)})
+				ok := ProbeTraefikParity(ctx, target, m, prometheus.NewRegistry(), logger, Env{Guard: NewGuard(ctx, m.AllowedTargets)})
 				cancel()
 				if !ok {
 					b.Fatal("probe failed")

@@ -344,7 +344,7 @@ func TestTraefikParityKubernetes(t *testing.T) {
 	env := Env{Kube: func() (kubernetes.Interface, error) { return cs, nil }}
 	target := "k8s:traefik/app.kubernetes.io/name=traefik:" + port
 	m := parityModule(t, "30s", "grace_period: 2m", "namespaces: [traefik]")
-	if err := checkTraefikParityTarget(target, m); err != nil {
+	if err := checkTraefikParityTarget(context.Background(), target, m, NewGuard(context.Background(), m.AllowedTargets)); err != nil {
 		t.Fatal(err)
 	}
 	res := runProbeDirect(t, ProbeTraefikParity, target, m, env)
@@ -389,7 +389,7 @@ func TestTraefikParityKubernetes(t *testing.T) {
 		}
 	})
 	t.Run("namespace not allowed", func(t *testing.T) {
-		err := checkTraefikParityTarget("k8s:kube-system/app=traefik:9000", m)
+		err := checkTraefikParityTarget(context.Background(), "k8s:kube-system/app=traefik:9000", m, NewGuard(context.Background(), m.AllowedTargets))
 		var te *TargetError
 		if !errors.As(err, &te) || !te.Forbidden {
 			t.Fatalf("got %v, want a forbidden TargetError", err)
@@ -459,7 +459,7 @@ func TestTraefikParityBadTargets(t *testing.T) {
 		"http://:",
 		"http://a:9000,https://:443",
 	} {
-		err := checkTraefikParityTarget(target, m)
+		err := checkTraefikParityTarget(context.Background(), target, m, NewGuard(context.Background(), m.AllowedTargets))
 		var te *TargetError
 		if !errors.As(err, &te) || te.Forbidden {
 			t.Errorf("%q: got %v, want a 400 TargetError", target, err)
@@ -476,13 +476,13 @@ func TestTraefikParityBadTargets(t *testing.T) {
 		"dns:[::1]:9000",
 		"http://a:9000,https://b:9443/prefix/",
 	} {
-		if err := checkTraefikParityTarget(target, m); err != nil {
+		if err := checkTraefikParityTarget(context.Background(), target, m, NewGuard(context.Background(), m.AllowedTargets)); err != nil {
 			t.Errorf("%q: %v", target, err)
 		}
 	}
 	allow := testModule(t, "prober: traefik_parity\nallowed_targets: [10.0.0.0/8]\ntraefik_parity: {}")
 	var te *TargetError
-	if err := checkTraefikParityTarget("http://10.1.2.3:9000,http://192.168.1.1:9000", allow); !errors.As(err, &te) || !te.Forbidden {
+	if err := checkTraefikParityTarget(context.Background(), "http://10.1.2.3:9000,http://192.168.1.1:9000", allow, NewGuard(context.Background(), allow.AllowedTargets)); !errors.As(err, &te) || !te.Forbidden {
 		t.Errorf("address outside allowed_targets: %v", err)
 	}
 }
@@ -508,7 +508,7 @@ func TestTraefikParityCancelled(t *testing.T) {
 	cancel()
 	m := parityModule(t, "30s")
 	logs := &syncBuffer{}
-	ok := ProbeTraefikParity(ctx, target, m, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(logs, nil)), Env{Guard: NewGuard(m.AllowedTargets)})
+	ok := ProbeTraefikParity(ctx, target, m, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(logs, nil)), Env{Guard: NewGuard(ctx, m.AllowedTargets)})
 	if ok {
 		t.Fatal("success with a cancelled context")
 	}

@@ -27,7 +27,7 @@ type TTYDTokenSettings struct {
 	// forward-auth login redirect shows as the 302 it is.
 	HTTPClientConfig config.HTTPClientConfig `yaml:"http_client_config"`
 	// Headers are set on the request; "Host" sets the request's host.
-	Headers map[string]string `yaml:"headers,omitempty"`
+	Headers config.Headers `yaml:"headers,omitempty"`
 	// ValidStatusCodes the /token answer may have.
 	ValidStatusCodes []int `yaml:"valid_status_codes"`
 	// RedirectHost pins where a 3xx must point (host or host:port), e.g.
@@ -39,6 +39,9 @@ type TTYDTokenSettings struct {
 
 // DefaultTTYDBodySizeLimit bounds /token answers; the real one is ~100 bytes.
 const DefaultTTYDBodySizeLimit config.Bytes = 64 << 10
+
+// HTTPClient is the module's client config, for the handler's target check.
+func (s *TTYDTokenSettings) HTTPClient() *config.HTTPClientConfig { return &s.HTTPClientConfig }
 
 func (s *TTYDTokenSettings) Validate() error {
 	if err := validateTTYDHTTP(&s.HTTPClientConfig, s.ValidStatusCodes, "body_size_limit", s.BodySizeLimit); err != nil {
@@ -125,7 +128,7 @@ func ttydBaseURL(target string) (*url.URL, error) {
 
 // fetchTTYDToken does GET <base>/token with the module's client settings.
 func fetchTTYDToken(ctx context.Context, base *url.URL, hc config.HTTPClientConfig, headers map[string]string, limit config.Bytes, logger *slog.Logger, env Env) (*ttydTokenResult, error) {
-	client, err := NewHTTPClient(hc, env, "ttyd_token")
+	client, err := NewHTTPClient(ctx, hc, env, "ttyd_token", false)
 	if err != nil {
 		return nil, fmt.Errorf("building HTTP client: %w", err)
 	}
@@ -152,7 +155,9 @@ func fetchTTYDToken(ctx context.Context, base *url.URL, hc config.HTTPClientConf
 	}
 	defer resp.Body.Close()
 	res.StatusCode = resp.StatusCode
-	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
+	lease := env.Bodies.Lease()
+	defer lease.Release()
+	body, err := readInto(nil, io.LimitReader(resp.Body, int64(limit)+1), lease)
 	res.Duration = time.Since(start)
 	if err != nil {
 		return res, fmt.Errorf("reading /token body: %w", err)

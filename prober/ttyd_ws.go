@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -31,7 +30,7 @@ type TTYDWSSettings struct {
 	HTTPClientConfig config.HTTPClientConfig `yaml:"http_client_config"`
 	// Headers go on the token request and the upgrade; use "Cookie" for a
 	// forward-auth session and "Origin" for ttyd -O.
-	Headers map[string]string `yaml:"headers,omitempty"`
+	Headers config.Headers `yaml:"headers,omitempty"`
 	// FetchToken gets <base>/token first, as the browser does, and sends it
 	// as AuthToken. Without it AuthToken is empty (fine unless ttyd -c).
 	FetchToken bool `yaml:"fetch_token"`
@@ -57,6 +56,9 @@ const DefaultTTYDReadLimit config.Bytes = 1 << 20
 
 // ttydExpectWindow is how much recent output an expect regexp sees.
 const ttydExpectWindow = 64 << 10
+
+// HTTPClient is the module's client config, for the handler's target check.
+func (s *TTYDWSSettings) HTTPClient() *config.HTTPClientConfig { return &s.HTTPClientConfig }
 
 func (s *TTYDWSSettings) Validate() error {
 	if err := validateTTYDHTTP(&s.HTTPClientConfig, s.ValidHandshakeStatusCodes, "read_limit", s.ReadLimit); err != nil {
@@ -149,6 +151,17 @@ func ttydUpgradeHeader(ctx context.Context, s *TTYDWSSettings, base *url.URL) (h
 		h.Del(k)
 	}
 	return h, nil
+}
+
+// ttydProxyRequest is the request gorilla hands its Proxy function for
+// the upgrade: the http(s) form of the /ws URL with the upgrade's Host.
+func ttydProxyRequest(ctx context.Context, base *url.URL, header http.Header) *http.Request {
+	u := base.JoinPath("ws")
+	req := (&http.Request{Method: http.MethodGet, URL: u, Host: u.Host, Header: header}).WithContext(ctx)
+	if h := header.Get("Host"); h != "" {
+		req.Host = h
+	}
+	return req
 }
 
 // ttydWSURL derives ws(s)://host/<base path>/ws from the http(s) base.
@@ -318,38 +331,19 @@ func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *
 			return false
 		}
 	}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	dial := (&net.Dialer{}).DialContext
-	if env.Guard != nil {
-		dial = env.Guard.DialContext
-	}
+	// The guard dials (and closes at the deadline) every connection,
+	// the proxy's included; the destination behind a proxy is checked here.
 	dialer := &websocket.Dialer{
-		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dial(ctx, network, addr)
-			if err == nil {
-				mu.Lock()
-				conns = append(conns, c)
-				mu.Unlock()
-			}
-			return c, err
-		},
+		NetDialContext:  env.Guard.DialContext,
 		TLSClientConfig: tlsConfig,
 		Proxy:           s.proxy,
 		Subprotocols:    []string{"tty"},
 	}
-	stop := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	defer stop()
-
 	wsURL := ttydWSURL(base)
+	if err := env.Guard.Destination(ctx, ttydProxyRequest(ctx, base, header), s.proxy); err != nil {
+		logger.Error("upgrade refused before connecting", "err", err)
+		return false
+	}
 	logger.Debug("upgrading", "url", wsURL.String())
 	start := time.Now()
 	conn, resp, err := dialer.DialContext(ctx, wsURL.String(), header)

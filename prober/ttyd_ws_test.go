@@ -350,7 +350,7 @@ func TestTTYDWSCancel(t *testing.T) {
 	stop := time.AfterFunc(300*time.Millisecond, cancel)
 	defer stop.Stop()
 	start := time.Now()
-	ok := probeTTYDWS(ctx, srv.URL, m, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), Env{Guard: NewGuard(m.AllowedTargets)})
+	ok := probeTTYDWS(ctx, srv.URL, m, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), Env{Guard: NewGuard(ctx, m.AllowedTargets)})
 	if ok {
 		t.Error("a cancelled probe succeeded")
 	}

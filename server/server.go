@@ -7,9 +7,11 @@ import (
 	"html/template"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +23,11 @@ import (
 	"github.com/greybox-probe/greybox/config"
 	"github.com/greybox-probe/greybox/prober"
 )
+
+// MaxHeaderBytes bounds a request's line and headers as read by the
+// http.Server in front of these endpoints: a URL-escaped maximal target
+// fits three times over.
+const MaxHeaderBytes = 64 << 10
 
 // Server is the probe server's state shared by its endpoints.
 type Server struct {
@@ -43,13 +50,19 @@ type reloadMetrics struct {
 
 // Options for New.
 type Options struct {
-	ConfigFile    string
-	Config        *config.Config
-	Logger        *slog.Logger
-	Registry      *prometheus.Registry
-	HistorySize   int
-	MaxInFlight   int
+	ConfigFile  string
+	Config      *config.Config
+	Logger      *slog.Logger
+	Registry    *prometheus.Registry
+	HistorySize int
+	// HistoryBytes bounds history's memory (0: prober.DefaultHistoryBytes).
+	HistoryBytes int64
+	MaxInFlight  int
+	// MaxBodyMemory bounds response bytes held by probes in flight.
+	MaxBodyMemory int64
 	TimeoutOffset time.Duration
+	// Resolver looks names up for probes; nil is net.DefaultResolver.
+	Resolver *net.Resolver
 	// Kube returns the Kubernetes client for probers that need one.
 	Kube func() (kubernetes.Interface, error)
 }
@@ -61,7 +74,7 @@ func New(o Options) *Server {
 		Logger:     o.Logger,
 		Registry:   o.Registry,
 		cfg:        config.NewSafeConfig(o.Config),
-		history:    prober.NewHistory(o.HistorySize),
+		history:    prober.NewHistory(o.HistorySize, o.HistoryBytes),
 		mux:        http.NewServeMux(),
 	}
 	s.reloads.ok = prometheus.NewGauge(prometheus.GaugeOpts{
@@ -80,6 +93,8 @@ func New(o Options) *Server {
 		History:       s.history,
 		TimeoutOffset: o.TimeoutOffset,
 		MaxInFlight:   o.MaxInFlight,
+		MaxBodyMemory: o.MaxBodyMemory,
+		Resolver:      o.Resolver,
 		Kube:          o.Kube,
 		Registerer:    o.Registry,
 	})
@@ -96,6 +111,12 @@ func New(o Options) *Server {
 
 // ServeHTTP makes Server an http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// HistoryBytes is the memory the probe history holds, as it estimates it.
+func (s *Server) HistoryBytes() int64 { return s.history.Bytes() }
+
+// ProbesInFlight is the number of probes running now.
+func (s *Server) ProbesInFlight() int { return s.probe.InFlight() }
 
 // Config returns the running config.
 func (s *Server) Config() *config.Config { return s.cfg.Get() }
@@ -153,7 +174,7 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		e, ok = s.history.Get(id)
 	case q.Get("module") != "" && q.Get("target") != "":
-		e, ok = s.history.Newest(q.Get("module"), q.Get("target"))
+		e, ok = s.history.Newest(q.Get("module"), prober.Redact(q.Get("target"))) // history keeps targets redacted
 	default:
 		http.Error(w, "give id, or module and target", http.StatusBadRequest)
 		return
@@ -168,7 +189,17 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprint(w, e.Debug())
 }
 
-var landing = template.Must(template.New("landing").Parse(`<!DOCTYPE html>
+// shortTarget keeps a long target from filling the page (and its memory):
+// the whole target is in the probe's logs.
+func shortTarget(t string) string {
+	const max = 160
+	if len(t) <= max {
+		return t
+	}
+	return strings.ToValidUTF8(t[:max], "") + "…"
+}
+
+var landing = template.Must(template.New("landing").Funcs(template.FuncMap{"short": shortTarget}).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>greybox</title>
 <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}.fail{color:#b00}.ok{color:#070}</style>
 </head><body>
@@ -182,9 +213,9 @@ var landing = template.Must(template.New("landing").Parse(`<!DOCTYPE html>
 <p>Try: <code>/probe?module=&lt;module&gt;&amp;target=&lt;target&gt;&amp;debug=true</code></p>
 <h2>Recent probes</h2>
 <table><tr><th>Time (UTC)</th><th>Module</th><th>Target</th><th>Result</th><th>Duration</th><th>Debug</th></tr>
-{{range .History}}<tr><td>{{.Start.UTC.Format "2006-01-02 15:04:05"}}</td><td>{{.Module}}</td><td>{{.Target}}</td>
+{{range .History}}<tr><td>{{.Start.UTC.Format "2006-01-02 15:04:05"}}</td><td>{{.Module}}</td><td>{{short .Target}}</td>
 <td>{{if .Success}}<span class="ok">success</span>{{else}}<span class="fail">failure</span>{{end}}</td><td>{{.Duration}}</td>
-<td><a href="/logs?id={{.ID}}">logs</a> · <a href="/logs?module={{.Module}}&amp;target={{.Target}}">newest</a></td></tr>
+<td><a href="/logs?id={{.ID}}">logs</a>{{if le (len .Target) 512}} · <a href="/logs?module={{.Module}}&amp;target={{.Target}}">newest</a>{{end}}</td></tr>
 {{else}}<tr><td colspan="6">No probes yet.</td></tr>
 {{end}}</table>
 </body></html>

@@ -38,7 +38,9 @@ func run() int {
 		configCheck     = app.Flag("config.check", "Validate the configuration file and exit (non-zero on error).").Bool()
 		timeoutOffset   = app.Flag("timeout-offset", "Subtracted from Prometheus' scrape timeout to leave time for the answer.").Default("0.5s").Duration()
 		maxInFlight     = app.Flag("probes.max-in-flight", "Probes allowed to run at once; past it /probe answers 503 immediately.").Default("100").Int()
+		maxBodyMemory   = app.Flag("probes.max-body-memory", "Response bytes all probes in flight may hold in memory at once; a probe that would pass it fails.").Default("64MiB").Bytes()
 		historySize     = app.Flag("history.limit", "Recent probes kept for the landing page and /logs (failures are kept as many again).").Default("100").Int()
+		historyBytes    = app.Flag("history.max-bytes", "Memory history may hold in all (logs, targets, metrics); past it the oldest probes go, successes first.").Default("16MiB").Bytes()
 		shutdownTimeout = app.Flag("web.shutdown-timeout", "How long in-flight probes may take to finish after SIGTERM.").Default("15s").Duration()
 		webFlags        = kingpinflag.AddFlags(app, ":9116")
 		kubeOpts        = kube.AddFlags(app, "greybox/"+version.Version)
@@ -92,12 +94,17 @@ func run() int {
 		Logger:        logger,
 		Registry:      reg,
 		HistorySize:   *historySize,
+		HistoryBytes:  int64(*historyBytes),
+		MaxBodyMemory: int64(*maxBodyMemory),
 		MaxInFlight:   *maxInFlight,
 		TimeoutOffset: *timeoutOffset,
 		Kube:          kubeClient,
 	})
 
-	httpServer := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	// A probe request is a short line: MaxHeaderBytes refuses a huge one
+	// (431) before it is read into memory; the handler bounds the target
+	// itself (prober.MaxTargetLength).
+	httpServer := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: server.MaxHeaderBytes}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- web.ListenAndServe(httpServer, webFlags, logger) }()
 
