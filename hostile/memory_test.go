@@ -2,6 +2,8 @@ package hostile
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -142,4 +144,41 @@ modules:
 	// A body that is only counted, not kept, needs no budget.
 	_, body = gb.probe(t, "plain", srv.URL)
 	assertSuccess(t, body, 1)
+}
+
+// A target that answers with headers that never end: net/http would read
+// 10 MiB of them per probe and gorilla's upgrade had no bound at all; the
+// guard's connections stop each probe at MaxResponseHeaderBytes.
+func TestMemoryHeaderFlood(t *testing.T) {
+	flood := func(status string) func(p *peer, c net.Conn, _ string) {
+		return func(p *peer, c net.Conn, _ string) {
+			_, _ = io.WriteString(c, "HTTP/1.1 "+status+"\r\nContent-Type: application/json\r\n")
+			line := []byte("X-Pad: " + strings.Repeat("a", 1000) + "\r\n")
+			for {
+				if _, err := c.Write(line); err != nil {
+					return
+				}
+			}
+		}
+	}
+	ok := newPeer(t, "127.0.0.1:0", flood("200 OK"))
+	upgrade := newPeer(t, "127.0.0.1:0", flood("101 Switching Protocols"))
+	yml := `
+modules:
+  web: {prober: http, timeout: 3s}
+  token: {prober: ttyd_token, timeout: 3s}
+  ws: {prober: ttyd_ws, timeout: 3s, ttyd_ws: {fetch_token: false}}
+  parity: {prober: traefik_parity, timeout: 3s}
+`
+	gb := newGreybox(t, yml, gbOptions{})
+	for _, tc := range []struct{ module, target string }{
+		{"web", ok.url()}, {"token", ok.url()}, {"ws", upgrade.url()}, {"parity", ok.url()},
+	} {
+		t.Run(tc.module, func(t *testing.T) {
+			debug := gb.debug(t, tc.module, tc.target)
+			if !strings.Contains(debug, "probe_success 0") || !strings.Contains(debug, "response headers larger than 64 KiB") {
+				t.Errorf("debug output:\n%s", debug)
+			}
+		})
+	}
 }

@@ -2,15 +2,18 @@ package prober
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/idna"
@@ -44,9 +47,10 @@ type Guard struct {
 	// that resolved a name and then dials its addresses directly (one
 	// connection per DNS answer) is not refused for lacking the name.
 	approved map[netip.Addr]bool
-	conns    []net.Conn
+	conns    []*guardConn
 	closed   bool
 	lookups  time.Duration
+	armNew   int64 // LimitHeaders in force: arm new connections with it
 }
 
 // NewGuard returns the guard for one probe, whose connections all close
@@ -254,7 +258,23 @@ func (t *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	return t.next.RoundTrip(req)
+	// Bound the wait for this response's headers on the connection it
+	// gets. An HTTP/2 connection is shared by concurrent requests, so it
+	// keeps the http2 package's own header list limit instead.
+	var conn *guardConn
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		if tc, ok := info.Conn.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
+			return
+		}
+		if conn = t.g.connFor(info.Conn); conn != nil {
+			conn.arm(MaxResponseHeaderBytes + headerReadAhead)
+		}
+	}}
+	resp, err := t.next.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	if conn != nil {
+		conn.disarm()
+	}
+	return resp, err
 }
 
 // CloseIdleConnections lets http.Client.CloseIdleConnections reach the
@@ -310,6 +330,86 @@ func (g *Guard) track(c net.Conn) (net.Conn, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("probe ended: %w", context.Cause(g.probe))
 	}
-	g.conns = append(g.conns, c)
-	return c, nil
+	gc := &guardConn{Conn: c}
+	gc.headerLeft.Store(-1)
+	if g.armNew > 0 {
+		gc.arm(g.armNew)
+	}
+	g.conns = append(g.conns, gc)
+	return gc, nil
+}
+
+// MaxResponseHeaderBytes bounds what a probe reads while it waits for a
+// response's headers (net/http's own default is 10 MiB, and gorilla's
+// upgrade reads them without a bound): a hostile target cannot make each
+// probe in flight hold megabytes of header lines.
+const MaxResponseHeaderBytes = 64 << 10
+
+// headerReadAhead is what a client's buffered reader may take of the body
+// along with the headers.
+const headerReadAhead = 64 << 10
+
+var errHeadersTooLarge = fmt.Errorf("response headers larger than %d KiB", MaxResponseHeaderBytes>>10)
+
+// guardConn is a connection the guard dialled. While armed (headerLeft
+// >= 0) it lets through at most that many more bytes: armed for the wait
+// for response headers, not for bodies, which each prober bounds itself.
+type guardConn struct {
+	net.Conn
+	headerLeft atomic.Int64
+}
+
+func (c *guardConn) Read(p []byte) (int, error) {
+	left := c.headerLeft.Load()
+	if left == 0 {
+		return 0, errHeadersTooLarge
+	}
+	if left > 0 && int64(len(p)) > left {
+		p = p[:left]
+	}
+	n, err := c.Conn.Read(p)
+	if left > 0 {
+		c.headerLeft.Add(-int64(n))
+	}
+	return n, err
+}
+
+func (c *guardConn) arm(n int64) { c.headerLeft.Store(n) }
+func (c *guardConn) disarm()     { c.headerLeft.Store(-1) }
+
+// connFor finds the guard's connection under c, which a transport may
+// have wrapped (TLS, connection tracking): they share the local address.
+func (g *Guard) connFor(c net.Conn) *guardConn {
+	if c == nil || c.LocalAddr() == nil {
+		return nil
+	}
+	local := c.LocalAddr().String()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i := len(g.conns) - 1; i >= 0; i-- {
+		if la := g.conns[i].LocalAddr(); la != nil && la.String() == local {
+			return g.conns[i]
+		}
+	}
+	return nil
+}
+
+// LimitHeaders arms every connection the guard dials from now on, and
+// those it has, to read at most limit bytes, until the returned function
+// is called: for a handshake whose response has no other bound.
+func (g *Guard) LimitHeaders(limit int64) (done func()) {
+	g.mu.Lock()
+	g.armNew = limit
+	for _, c := range g.conns {
+		c.arm(limit)
+	}
+	g.mu.Unlock()
+	return func() {
+		g.mu.Lock()
+		g.armNew = 0
+		for _, c := range g.conns {
+			c.disarm()
+		}
+		g.mu.Unlock()
+	}
 }

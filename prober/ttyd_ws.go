@@ -184,6 +184,8 @@ type ttydSession struct {
 	closing   bool
 	// failed: gorilla's read errors are sticky, so nothing more can be read.
 	failed bool
+	buf    []byte
+	lease  *Lease
 }
 
 func (t *ttydSession) record(msg []byte) {
@@ -214,9 +216,14 @@ func (t *ttydSession) read(deadline time.Time, what string) bool {
 		t.logger.Error("setting read deadline", "err", err)
 		return false
 	}
-	_, msg, err := t.conn.ReadMessage()
+	// One buffer for the session's messages, its growth taken from the
+	// body budget: read_limit bounds a message, the budget all probes.
+	_, r, err := t.conn.NextReader()
 	if err == nil {
-		t.record(msg)
+		t.buf, err = readInto(t.buf[:0], r, t.lease)
+	}
+	if err == nil {
+		t.record(t.buf)
 		return true
 	}
 	t.failed = true
@@ -346,7 +353,12 @@ func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *
 	}
 	logger.Debug("upgrading", "url", wsURL.String())
 	start := time.Now()
+	// gorilla reads the upgrade's answer (and a proxy's CONNECT answer)
+	// without a size bound; the guard's connections give it one. TLS
+	// handshakes on the way count too, hence the room above the headers.
+	unlimit := env.Guard.LimitHeaders(4*MaxResponseHeaderBytes + headerReadAhead)
 	conn, resp, err := dialer.DialContext(ctx, wsURL.String(), header)
+	unlimit()
 	phases.WithLabelValues("handshake").Set(time.Since(start).Seconds())
 	statusG := g("probe_ttyd_ws_handshake_status_code", "HTTP status of the upgrade (0 = no HTTP answer).")
 	upgradedG := g("probe_ttyd_ws_upgraded", "1 when the upgrade succeeded (101).")
@@ -384,7 +396,8 @@ func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *
 	statusG.Set(float64(resp.StatusCode))
 	routed(true)
 	upgradedG.Set(1)
-	sess := &ttydSession{ctx: ctx, conn: conn, logger: logger, frames: map[string]int{"output": 0, "title": 0, "preferences": 0}}
+	sess := &ttydSession{ctx: ctx, conn: conn, logger: logger, frames: map[string]int{"output": 0, "title": 0, "preferences": 0}, lease: env.Bodies.Lease()}
+	defer sess.lease.Release()
 	conn.SetReadLimit(int64(s.ReadLimit))
 	success := ttydSessionRun(ctx, s, sess, token, deadline, reg, phases, g)
 
