@@ -31,6 +31,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/greybox-probe/greybox/config"
+	"github.com/greybox-probe/greybox/internal/syncbuf"
 	"github.com/greybox-probe/greybox/server"
 )
 
@@ -164,22 +165,8 @@ func (g *greybox) ownMetric(t *testing.T, name string, labels ...string) float64
 	return v
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer = syncbuf.Buffer
 
 // peer is a raw TCP listener on an address of 127.0.0.0/8 that counts the
 // connections it accepts and hands each to serve; Close ends them all.

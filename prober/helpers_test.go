@@ -1,11 +1,9 @@
 package prober
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/greybox-probe/greybox/config"
+	"github.com/greybox-probe/greybox/internal/syncbuf"
 )
 
 // testModule parses one module's YAML (the part under its name).
@@ -39,23 +38,8 @@ type probeResult struct {
 	elapsed time.Duration
 }
 
-// syncBuffer is a log sink safe for concurrent probers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer = syncbuf.Buffer
 
 // runProbeDirect calls a prober the way the handler does, with the module's
 // timeout as the deadline.
