@@ -30,6 +30,8 @@ const (
 const (
 	SkipQueryError       = "query_error"
 	SkipMissingLabels    = "missing_labels"
+	SkipInvalidValue     = "invalid_value" // NaN or ±Inf: not a measurement
+	SkipStaleSample      = "stale_sample"  // older than max_sample_age
 	SkipGuardError       = "guard_error"
 	SkipGuardFailed      = "guard_failed"
 	SkipNamespace        = "namespace_not_allowed"
@@ -133,6 +135,19 @@ func rolloutRestart(ctx context.Context, cs kubernetes.Interface, w objectRef, n
 		err = fmt.Errorf("cannot restart a %s", w.Kind)
 	}
 	return err
+}
+
+// refused reports whether err is the API server's definite refusal (a 4xx
+// status: PDB, UID precondition, RBAC, not found, invalid), after which the
+// action certainly did not happen. A timeout, a dropped connection or a 5xx
+// leaves the outcome unknown.
+func refused(err error) bool {
+	var st apierrors.APIStatus
+	if err == nil || !errors.As(err, &st) {
+		return false
+	}
+	code := st.Status().Code
+	return code >= 400 && code < 500 && code != 408
 }
 
 // classify maps an API error to an action result.

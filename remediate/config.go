@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -22,8 +21,6 @@ import (
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 	"k8s.io/apimachinery/pkg/labels"
-
-	"github.com/greybox-probe/greybox/internal/yamlerr"
 )
 
 // Actions a rule may take.
@@ -39,6 +36,8 @@ var knownActions = []string{ActionEvictPod, ActionDeletePod, ActionRolloutRestar
 const (
 	DefaultEvaluationInterval = time.Minute
 	DefaultQueryTimeout       = 30 * time.Second
+	DefaultAPITimeout         = 30 * time.Second
+	DefaultMaxSampleAge       = 5 * time.Minute
 	DefaultCooldown           = 30 * time.Minute
 	DefaultWindow             = time.Hour
 	DefaultMaxActions         = 3
@@ -51,6 +50,13 @@ const (
 type Config struct {
 	Prometheus         PrometheusConfig `yaml:"prometheus"`
 	EvaluationInterval model.Duration   `yaml:"evaluation_interval"`
+	// MaxSampleAge is the staleness bound (default 5m): a sample whose
+	// timestamp is older than this before the remediator's evaluation time
+	// is not a candidate, and does not let a guard pass. Prometheus stamps
+	// instant-query results with its evaluation time, so an old timestamp
+	// means a cache in front of Prometheus, or clocks that disagree by more
+	// than this; either way the data does not describe the present.
+	MaxSampleAge model.Duration `yaml:"max_sample_age"`
 	// DryRun makes every rule log and count instead of acting.
 	DryRun         bool                 `yaml:"dry_run"`
 	LeaderElection LeaderElectionConfig `yaml:"leader_election"`
@@ -193,6 +199,7 @@ func Parse(data []byte, name string) (*Config, error) {
 	cfg := &Config{
 		Prometheus:         PrometheusConfig{Timeout: model.Duration(DefaultQueryTimeout), HTTPClientConfig: pconfig.DefaultHTTPClientConfig},
 		EvaluationInterval: model.Duration(DefaultEvaluationInterval),
+		MaxSampleAge:       model.Duration(DefaultMaxSampleAge),
 		LeaderElection: LeaderElectionConfig{
 			Namespace: DefaultNamespace, LeaseName: DefaultObjectName,
 			LeaseDuration: model.Duration(15 * time.Second),
@@ -220,6 +227,9 @@ func Parse(data []byte, name string) (*Config, error) {
 	}
 	if cfg.EvaluationInterval <= 0 {
 		return nil, fmt.Errorf("%s: evaluation_interval must be positive", at("evaluation_interval"))
+	}
+	if cfg.MaxSampleAge <= 0 {
+		return nil, fmt.Errorf("%s: max_sample_age must be positive", at("max_sample_age"))
 	}
 	le := cfg.LeaderElection
 	if le.Namespace == "" || le.LeaseName == "" {
@@ -252,74 +262,6 @@ func Parse(data []byte, name string) (*Config, error) {
 		seen[r.Name] = true
 	}
 	return cfg, nil
-}
-
-// describe turns yaml.v3's errors into "file:line: reason".
-func describe(err error, name string, doc *yaml.Node) error {
-	if described, ok := yamlerr.TypeErrors(err, name, nil); ok {
-		return described
-	}
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if line, reason, ok := yamlerr.Line(msg); ok {
-		return fmt.Errorf("%s:%d: %s", name, line, reason)
-	}
-	if doc != nil && len(doc.Content) > 0 {
-		if line := errLine(doc.Content[0], reflect.TypeFor[Config]()); line > 0 {
-			return fmt.Errorf("%s:%d: %s", name, line, msg)
-		}
-	}
-	return fmt.Errorf("%s: %s", name, msg)
-}
-
-// errLine finds the line of the key whose value fails to decode into t.
-// Errors from nested unmarshalers (durations, prometheus/common's HTTP
-// client config) carry no line; decoding one key at a time locates them.
-func errLine(n *yaml.Node, t reflect.Type) int {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if n.Kind != yaml.MappingNode || t.Kind() != reflect.Struct {
-		return 0
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		single := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Content: []*yaml.Node{k, v}}
-		if single.Decode(reflect.New(t).Interface()) == nil {
-			continue
-		}
-		ft, ok := fieldType(t, k.Value)
-		if !ok {
-			return k.Line
-		}
-		for ft.Kind() == reflect.Pointer {
-			ft = ft.Elem()
-		}
-		if v.Kind == yaml.SequenceNode && ft.Kind() == reflect.Slice {
-			for _, item := range v.Content {
-				if item.Decode(reflect.New(ft.Elem()).Interface()) != nil {
-					if l := errLine(item, ft.Elem()); l > 0 {
-						return l
-					}
-					return item.Line
-				}
-			}
-		}
-		if l := errLine(v, ft); l > 0 {
-			return l
-		}
-		return k.Line
-	}
-	return 0
-}
-
-func fieldType(t reflect.Type, key string) (reflect.Type, bool) {
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name == key {
-			return f.Type, true
-		}
-	}
-	return nil, false
 }
 
 // lineOf finds the line of a key path in the document, or of the deepest

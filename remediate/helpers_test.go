@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -28,7 +30,15 @@ type promReply struct {
 	samples  []map[string]string // label sets; value is taken from "__value__" (default "1")
 	warnings []string
 	status   int    // non-zero: plain HTTP error with this status
-	apiError string // non-empty: {"status":"error"} with 400
+	apiError string // non-empty: {"status":"error"} with apiStatus (default 400)
+	// apiStatus is the HTTP status of an apiError answer.
+	apiStatus int
+	// age stamps the samples this long before the fake clock's now.
+	age time.Duration
+	// body, when set, is sent verbatim with 200 and a JSON content type.
+	body string
+	// hang holds the request until the client gives up.
+	hang bool
 }
 
 // fakeProm is an httptest Prometheus /api/v1/query that answers canned
@@ -38,6 +48,9 @@ type fakeProm struct {
 	mu      sync.Mutex
 	replies map[string]promReply
 	queries []string
+	// now stamps the samples: Prometheus answers an instant query with
+	// its evaluation time. nil: t0.
+	now func() time.Time
 }
 
 func newFakeProm(t *testing.T) *fakeProm {
@@ -64,16 +77,33 @@ func (p *fakeProm) serve(w http.ResponseWriter, r *http.Request) {
 	p.queries = append(p.queries, q)
 	rep := p.replies[q]
 	p.mu.Unlock()
+	if rep.hang {
+		<-r.Context().Done()
+		return
+	}
 	if rep.status != 0 {
 		http.Error(w, "unavailable", rep.status)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if rep.body != "" {
+		_, _ = io.WriteString(w, rep.body)
+		return
+	}
 	if rep.apiError != "" {
-		w.WriteHeader(http.StatusBadRequest)
+		code := rep.apiStatus
+		if code == 0 {
+			code = http.StatusBadRequest
+		}
+		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(map[string]any{"status": "error", "errorType": "bad_data", "error": rep.apiError})
 		return
 	}
+	ts := t0
+	if p.now != nil {
+		ts = p.now()
+	}
+	ts = ts.Add(-rep.age)
 	result := []any{}
 	for _, s := range rep.samples {
 		m := map[string]string{}
@@ -85,7 +115,7 @@ func (p *fakeProm) serve(w http.ResponseWriter, r *http.Request) {
 			}
 			m[k] = val
 		}
-		result = append(result, map[string]any{"metric": m, "value": []any{float64(t0.Unix()), v}})
+		result = append(result, map[string]any{"metric": m, "value": []any{float64(ts.UnixMilli()) / 1000, v}})
 	}
 	body := map[string]any{"status": "success", "data": map[string]any{"resultType": "vector", "result": result}}
 	if len(rep.warnings) > 0 {
@@ -150,11 +180,13 @@ type harness struct {
 	engine *Engine
 	reg    *prometheus.Registry
 	store  Store
+	logs   *syncBuffer // the engines' log, for asserting what they said
 }
 
 func newHarness(t *testing.T, extra string, objs ...*corev1.Pod) *harness {
 	t.Helper()
-	h := &harness{t: t, prom: newFakeProm(t), cs: fake.NewClientset(), clock: testingclock.NewFakeClock(t0)}
+	h := &harness{t: t, prom: newFakeProm(t), cs: fake.NewClientset(), clock: testingclock.NewFakeClock(t0), logs: &syncBuffer{}}
+	h.prom.now = h.clock.Now
 	for _, p := range objs {
 		if _, err := h.cs.CoreV1().Pods(p.Namespace).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -173,8 +205,11 @@ func (h *harness) newEngine(cfg *Config, leader bool) *Engine {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	if h.logs == nil {
+		h.logs = &syncBuffer{}
+	}
 	e, err := NewEngine(Options{Config: cfg, Source: src, Kube: h.cs, Store: h.store, Clock: h.clock,
-		Metrics: NewMetrics(h.reg), Identity: "test", Leader: leader})
+		Metrics: NewMetrics(h.reg), Identity: "test", Leader: leader, Logger: slog.New(slog.NewTextHandler(h.logs, nil))})
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -45,6 +46,9 @@ type ruleState struct {
 	candidates map[string]*Candidate
 	lastEval   time.Time
 	lastError  string
+	// lastIgnored says which series the last evaluation ignored and why
+	// (NaN, stale); shown on the status page.
+	lastIgnored string
 }
 
 // ActionLog is one entry of the status page's recent actions.
@@ -91,15 +95,32 @@ type Engine struct {
 	events  *eventRecorder
 	leader  atomic.Bool
 
+	// Every call to Prometheus is bounded by queryTimeout, every call to
+	// the Kubernetes API (the state store included) by apiTimeout; both
+	// are at most one evaluation interval, so a hung upstream costs an
+	// evaluation, never the loop.
+	queryTimeout time.Duration
+	apiTimeout   time.Duration
+	maxSampleAge time.Duration
+
 	evalMu sync.Mutex // one evaluation at a time
 	rules  []*ruleState
+	// ledger is everything this process knows was done: records it wrote
+	// and records it read. It is only ever merged with what the store
+	// returns, never replaced by it, so a store that forgets cannot make
+	// the process forget.
 	ledger ledger
-	loaded bool // ledger reloaded from the store in this evaluation
+	loaded bool // state store read in this evaluation
+	// stateErr is the state store's current problem: a failed read or
+	// write, or a read that lacks records this process holds. While set,
+	// no action is taken; only a read that agrees clears it.
+	stateErr error
 
 	mu     sync.Mutex // guards snapshot and recent, read by the status page
 	snap   []RuleStatus
 	recent []ActionLog
 	ready  bool
+	state  string // the state store's problem, "" when fine
 }
 
 // NewEngine builds an engine; it does not start anything.
@@ -123,6 +144,13 @@ func NewEngine(o Options) (*Engine, error) {
 	if e.metrics == nil {
 		e.metrics = NewMetrics(nil)
 	}
+	interval := time.Duration(o.Config.EvaluationInterval)
+	e.queryTimeout = positiveMin(time.Duration(o.Config.Prometheus.Timeout), interval, DefaultQueryTimeout)
+	e.apiTimeout = positiveMin(DefaultAPITimeout, interval, DefaultAPITimeout)
+	e.maxSampleAge = time.Duration(o.Config.MaxSampleAge)
+	if e.maxSampleAge <= 0 {
+		e.maxSampleAge = DefaultMaxSampleAge
+	}
 	e.events = &eventRecorder{client: o.Kube, instance: o.Identity, logger: e.logger}
 	for _, r := range o.Config.Rules {
 		e.rules = append(e.rules, &ruleState{rule: r, candidates: map[string]*Candidate{}})
@@ -134,6 +162,31 @@ func NewEngine(o Options) (*Engine, error) {
 	e.SetLeader(o.Leader)
 	e.publish()
 	return e, nil
+}
+
+// positiveMin is the smallest positive of a and b, or def when neither is.
+func positiveMin(a, b, def time.Duration) time.Duration {
+	switch {
+	case a > 0 && b > 0:
+		return min(a, b)
+	case a > 0:
+		return a
+	case b > 0:
+		return b
+	}
+	return def
+}
+
+// query asks the source with the per-query timeout.
+func (e *Engine) query(ctx context.Context, expr string) (model.Vector, []string, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.queryTimeout)
+	defer cancel()
+	return e.source.Query(ctx, expr)
+}
+
+// apiCtx bounds one Kubernetes API or state store call.
+func (e *Engine) apiCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, e.apiTimeout)
 }
 
 // SetLeader is called by the leader elector.
@@ -195,11 +248,13 @@ func (e *Engine) evalRule(ctx context.Context, rs *ruleState) {
 	e.metrics.evaluations.WithLabelValues(r.Name).Inc()
 	logger := e.logger.With("rule", r.Name)
 
-	vec, warnings, err := e.source.Query(ctx, r.Expr)
-	if err == nil && len(vec) == 0 && len(warnings) > 0 {
-		// An empty answer with warnings may be "no data" rather than "no
-		// problem"; neither acting nor resetting is justified.
-		err = fmt.Errorf("empty result with warnings: %s", strings.Join(warnings, "; "))
+	vec, warnings, err := e.query(ctx, r.Expr)
+	if err == nil && len(warnings) > 0 {
+		// A warning means a partial or doubtful answer: an empty one may be
+		// "no data" rather than "no problem", and a partial one can invent
+		// candidates (`a unless b` with b partly missing). Neither acting
+		// nor resetting is justified.
+		err = fmt.Errorf("query returned warnings, the result may be partial: %s", strings.Join(warnings, "; "))
 	}
 	if err != nil {
 		// Keep pending candidates as they are (as Prometheus keeps alerts on
@@ -211,13 +266,15 @@ func (e *Engine) evalRule(ctx context.Context, rs *ruleState) {
 		return
 	}
 	rs.lastError = ""
-	if len(warnings) > 0 {
-		logger.Warn("rule query returned warnings", "warnings", strings.Join(warnings, "; "))
-	}
 
 	nsLabel, podLabel := model.LabelName(r.TargetLabels.Namespace), model.LabelName(r.TargetLabels.Pod)
 	present := map[string]bool{}
+	invalid := map[string]string{} // target → why its only series were ignored
+	var ignored []string
 	for _, s := range vec {
+		if s == nil {
+			continue
+		}
 		ns, pod := string(s.Metric[nsLabel]), string(s.Metric[podLabel])
 		if ns == "" || pod == "" {
 			e.count(r, "skipped_"+SkipMissingLabels)
@@ -226,6 +283,17 @@ func (e *Engine) evalRule(ctx context.Context, rs *ruleState) {
 			continue
 		}
 		key := ns + "/" + pod
+		if reason, msg := e.sampleProblem(s, now); reason != "" {
+			// Not a candidate: the number says nothing about the present.
+			e.count(r, "skipped_"+reason)
+			logger.Warn("sample ignored; not a candidate", "reason", reason, "series", s.Metric.String(), "detail", msg)
+			ignored = append(ignored, fmt.Sprintf("%s: %s (%s)", key, reason, msg))
+			if !present[key] {
+				invalid[key] = reason + ": " + msg
+			}
+			continue
+		}
+		delete(invalid, key)
 		if present[key] {
 			continue // several series (containers) for one pod: one candidate
 		}
@@ -238,9 +306,14 @@ func (e *Engine) evalRule(ctx context.Context, rs *ruleState) {
 		}
 		c.Labels, c.Value, c.LastSeen = s.Metric, float64(s.Value), now
 	}
+	rs.lastIgnored = strings.Join(ignored, "; ")
 	for key := range rs.candidates {
 		if !present[key] {
-			logger.Info("candidate resolved", "target", key)
+			if why, ok := invalid[key]; ok {
+				logger.Warn("candidate starts over: no valid sample", "target", key, "detail", why)
+			} else {
+				logger.Info("candidate resolved", "target", key)
+			}
 			delete(rs.candidates, key)
 		}
 	}
@@ -265,10 +338,26 @@ func (e *Engine) evalRule(ctx context.Context, rs *ruleState) {
 	}
 }
 
-// checkGuards runs every guard; each must answer at least one sample.
+// sampleProblem says why a sample cannot be trusted: a value that is not a
+// number (NaN, ±Inf), or a timestamp older than max_sample_age before now.
+// A timestamp in the future is not stale.
+func (e *Engine) sampleProblem(s *model.Sample, now time.Time) (reason, msg string) {
+	if v := float64(s.Value); math.IsNaN(v) || math.IsInf(v, 0) {
+		return SkipInvalidValue, fmt.Sprintf("value %v is not a number", v)
+	}
+	if age := now.Sub(s.Timestamp.Time()); age > e.maxSampleAge {
+		return SkipStaleSample, fmt.Sprintf("sample from %s is %s old at evaluation time %s, more than max_sample_age %s",
+			s.Timestamp.Time().UTC().Format(time.RFC3339), age.Round(time.Second), now.UTC().Format(time.RFC3339), model.Duration(e.maxSampleAge))
+	}
+	return "", ""
+}
+
+// checkGuards runs every guard; each must answer at least one valid (a
+// number, not stale) sample.
 func (e *Engine) checkGuards(ctx context.Context, r *Rule) (reason, msg string) {
+	now := e.clock.Now()
 	for _, g := range r.Guards {
-		vec, warnings, err := e.source.Query(ctx, g)
+		vec, warnings, err := e.query(ctx, g)
 		if err == nil && len(warnings) > 0 {
 			err = fmt.Errorf("warnings: %s", strings.Join(warnings, "; "))
 		}
@@ -276,7 +365,21 @@ func (e *Engine) checkGuards(ctx context.Context, r *Rule) (reason, msg string) 
 			e.metrics.queryErrors.WithLabelValues(r.Name).Inc()
 			return SkipGuardError, fmt.Sprintf("guard %q: %v", g, err)
 		}
-		if len(vec) == 0 {
+		valid, why := 0, ""
+		for _, s := range vec {
+			if s == nil {
+				continue
+			}
+			if reason, msg := e.sampleProblem(s, now); reason != "" {
+				why = reason + ": " + msg
+				continue
+			}
+			valid++
+		}
+		if valid == 0 {
+			if why != "" {
+				return SkipGuardFailed, fmt.Sprintf("guard %q returned no valid sample (%s)", g, why)
+			}
 			return SkipGuardFailed, fmt.Sprintf("guard %q returned no sample", g)
 		}
 	}
@@ -311,7 +414,9 @@ func (e *Engine) attempt(ctx context.Context, rs *ruleState, c *Candidate) {
 		e.skip(r, c, SkipKubeError, "no Kubernetes client configured")
 		return
 	}
-	pod, err := e.kube.CoreV1().Pods(c.Namespace).Get(ctx, c.Pod, metav1.GetOptions{})
+	getCtx, cancel := e.apiCtx(ctx)
+	pod, err := e.kube.CoreV1().Pods(c.Namespace).Get(getCtx, c.Pod, metav1.GetOptions{})
+	cancel()
 	switch {
 	case apierrors.IsNotFound(err):
 		e.skip(r, c, SkipPodGone, "pod no longer exists")
@@ -335,7 +440,9 @@ func (e *Engine) attempt(ctx context.Context, rs *ruleState, c *Candidate) {
 
 	target := podRef(pod)
 	if r.Action == ActionRolloutRestart {
-		w, err := resolveOwner(ctx, e.kube, pod)
+		ownerCtx, cancel := e.apiCtx(ctx)
+		w, err := resolveOwner(ownerCtx, e.kube, pod)
+		cancel()
 		if err != nil {
 			reason := SkipKubeError
 			if errors.Is(err, errNoOwner) {
@@ -360,39 +467,53 @@ func (e *Engine) attempt(ctx context.Context, rs *ruleState, c *Candidate) {
 	}
 
 	// Reserve before acting: if the process dies right after the API call,
-	// its successor still sees the cooldown.
+	// its successor still sees the cooldown. The reservation stays in
+	// memory even when it cannot be written: the write may have landed
+	// (a timeout), and the process must not forget what it may have done.
 	e.ledger = append(e.ledger, rec)
-	if err := e.store.Save(ctx, e.ledger.persisted()); err != nil {
-		e.ledger = e.ledger[:len(e.ledger)-1]
-		e.skip(r, c, SkipStateError, "could not persist the action record: "+err.Error())
+	if err := e.save(ctx); err != nil {
+		e.stateErr = fmt.Errorf("could not persist the action record: %w", err)
+		e.skip(r, c, SkipStateError, e.stateErr.Error()+"; the reservation is kept, no action until the store holds it")
 		return
 	}
 
+	actCtx, cancel := e.apiCtx(ctx)
 	switch r.Action {
 	case ActionEvictPod:
-		err = evictPod(ctx, e.kube, pod)
+		err = evictPod(actCtx, e.kube, pod)
 	case ActionDeletePod:
-		err = deletePod(ctx, e.kube, pod)
+		err = deletePod(actCtx, e.kube, pod)
 	case ActionRolloutRestart:
-		err = rolloutRestart(ctx, e.kube, target, now)
+		err = rolloutRestart(actCtx, e.kube, target, now)
 	}
+	cancel()
 	result := classify(err)
 	if result != ResultSuccess {
-		e.ledger = e.ledger[:len(e.ledger)-1]
-		if serr := e.store.Save(ctx, e.ledger.persisted()); serr != nil {
-			e.logger.Warn("could not release the action record", "rule", r.Name, "target", key, "err", serr)
-		}
 		msg := fmt.Sprintf("%s %s failed: %v", r.Action, target, err)
+		if refused(err) {
+			// The API refused: nothing happened, so nothing is spent.
+			e.ledger = e.ledger.without(rec)
+			if serr := e.save(ctx); serr != nil {
+				// The store may keep the reservation; a later read merges it
+				// back, which only errs on the side of waiting.
+				e.stateErr = fmt.Errorf("could not release the action record: %w", serr)
+				e.logger.Warn("could not release the action record", "rule", r.Name, "target", key, "err", serr)
+			}
+		} else {
+			// A timeout or a server error does not say whether the action
+			// happened: count it, so cooldown and budgets hold.
+			msg += "; the outcome is unknown, so the record is kept and cooldown and budgets count it"
+		}
 		if result == ResultBlocked {
 			msg = fmt.Sprintf("%s %s blocked by a PodDisruptionBudget; retrying next interval", r.Action, target)
-			e.events.record(ctx, target, corev1.EventTypeWarning, ReasonBlocked,
+			e.event(ctx, target, corev1.EventTypeWarning, ReasonBlocked,
 				fmt.Sprintf("rule %s: eviction blocked by a PodDisruptionBudget", r.Name), now)
 		}
 		e.finish(r, c, rec, result, msg)
 		return
 	}
 	reason := map[string]string{ActionEvictPod: ReasonEvicted, ActionDeletePod: ReasonDeleted, ActionRolloutRestart: ReasonRolloutRestarted}[r.Action]
-	e.events.record(ctx, target, corev1.EventTypeNormal, reason,
+	e.event(ctx, target, corev1.EventTypeNormal, reason,
 		fmt.Sprintf("rule %s: %s after the condition held since %s (value %g)", r.Name, r.Action,
 			c.PendingSince.UTC().Format(time.RFC3339), c.Value), now)
 	e.finish(r, c, rec, ResultSuccess, fmt.Sprintf("%s %s (uid %s)", r.Action, target, pod.UID))
@@ -400,25 +521,71 @@ func (e *Engine) attempt(ctx context.Context, rs *ruleState, c *Candidate) {
 	c.PendingSince = now
 }
 
-// loadLedger reloads the records once per evaluation round, so a new
-// leader sees what its predecessor did.
+// event records an audit Event, bounded like every API call.
+func (e *Engine) event(ctx context.Context, obj objectRef, eventType, reason, msg string, now time.Time) {
+	ctx, cancel := e.apiCtx(ctx)
+	defer cancel()
+	e.events.record(ctx, obj, eventType, reason, msg, now)
+}
+
+// save writes the persisted records, bounded by the API timeout.
+func (e *Engine) save(ctx context.Context) error {
+	ctx, cancel := e.apiCtx(ctx)
+	defer cancel()
+	return e.store.Save(ctx, e.ledger.persisted())
+}
+
+// loadLedger reads the store once per evaluation round, so a new leader
+// sees what its predecessor did, and returns the state problem that blocks
+// acting this round, if any. The round's first store failure blocks the
+// rest of the round.
 func (e *Engine) loadLedger(ctx context.Context) error {
-	if e.loaded {
-		return nil
-	}
-	recs, err := e.store.Load(ctx)
-	if err != nil {
-		return fmt.Errorf("could not load the action records: %w", err)
-	}
-	l := ledger(recs)
-	for _, r := range e.ledger {
-		if r.DryRun {
-			l = append(l, r)
+	if !e.loaded {
+		e.loaded = true
+		e.stateErr = e.syncLedger(ctx)
+		if e.stateErr != nil {
+			e.logger.Warn("state store does not agree; no action until it does", "reason", SkipStateError, "err", e.stateErr)
 		}
 	}
-	e.ledger = l.prune(e.clock.Now(), e.horizon())
-	e.loaded = true
-	return nil
+	return e.stateErr
+}
+
+// syncLedger merges what the store holds into the ledger. The store must
+// hold every record this process knows of (within the horizon): a read
+// that lacks one — NotFound, an older document — contradicts a write, and
+// nothing may be decided on it. The union is written back so that a store
+// which merely lost a document can agree again on the next read.
+func (e *Engine) syncLedger(ctx context.Context) error {
+	now := e.clock.Now()
+	horizon := e.horizon()
+	lctx, cancel := e.apiCtx(ctx)
+	recs, err := e.store.Load(lctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("could not read the action records: %w", err)
+	}
+	known := e.ledger.prune(now, horizon)
+	missing := known.missingFrom(recs)
+	e.ledger = known.merge(recs).prune(now, horizon)
+	for _, r := range e.ledger {
+		if r.Time.After(now) {
+			e.logger.Warn("action record from the future (clock skew?); it counts as recent",
+				"rule", r.Rule, "target", r.Target, "time", r.Time.UTC().Format(time.RFC3339), "now", now.UTC().Format(time.RFC3339))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	m := missing[0]
+	err = fmt.Errorf("the state store lacks %d action record(s) this process holds (e.g. %s %s at %s): it lost or did not keep a write",
+		len(missing), m.Action, m.Target, m.Time.UTC().Format(time.RFC3339))
+	if e.cfg.DryRun {
+		return err
+	}
+	if serr := e.save(ctx); serr != nil {
+		return fmt.Errorf("%w; writing them back failed: %v", err, serr)
+	}
+	return fmt.Errorf("%w; wrote them back, acting again once a read shows them", err)
 }
 
 // horizon is how long a record can still matter.

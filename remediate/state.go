@@ -56,6 +56,14 @@ func (m *MemoryStore) Save(_ context.Context, r []Record) error {
 // stateKey is the ConfigMap data key holding the JSON records.
 const stateKey = "state.json"
 
+// stateVersion is the only state document version this code reads.
+const stateVersion = 1
+
+// maxStateBytes bounds the state document read or written: a ConfigMap
+// holds at most 1 MiB, and a bigger answer is not one this code wrote.
+// Actions are capped by the storm guard, so a real ledger is a few KiB.
+const maxStateBytes = 1 << 20
+
 // ConfigMapStore keeps records as JSON in one ConfigMap.
 type ConfigMapStore struct {
 	Client    kubernetes.Interface
@@ -80,10 +88,17 @@ func (s *ConfigMapStore) Load(ctx context.Context) ([]Record, error) {
 	if !ok || raw == "" {
 		return nil, nil
 	}
+	if len(raw) > maxStateBytes {
+		return nil, fmt.Errorf("state configmap %s/%s: %s is %d bytes, more than the %d this remediator writes",
+			s.Namespace, s.Name, stateKey, len(raw), maxStateBytes)
+	}
 	var doc stateDoc
 	if err := json.Unmarshal([]byte(raw), &doc); err != nil {
 		// A corrupt state must not turn into "no cooldowns": fail closed.
 		return nil, fmt.Errorf("state configmap %s/%s: %s: %w", s.Namespace, s.Name, stateKey, err)
+	}
+	if doc.Version != stateVersion {
+		return nil, fmt.Errorf("state configmap %s/%s: %s has version %d, want %d", s.Namespace, s.Name, stateKey, doc.Version, stateVersion)
 	}
 	return doc.Records, nil
 }
@@ -92,9 +107,12 @@ func (s *ConfigMapStore) Save(ctx context.Context, records []Record) error {
 	if records == nil {
 		records = []Record{}
 	}
-	raw, err := json.Marshal(stateDoc{Version: 1, Records: records})
+	raw, err := json.Marshal(stateDoc{Version: stateVersion, Records: records})
 	if err != nil {
 		return err
+	}
+	if len(raw) > maxStateBytes {
+		return fmt.Errorf("state configmap %s/%s: %d records make %d bytes, more than %d", s.Namespace, s.Name, len(records), len(raw), maxStateBytes)
 	}
 	cms := s.Client.CoreV1().ConfigMaps(s.Namespace)
 	cm, err := cms.Get(ctx, s.Name, metav1.GetOptions{})
@@ -132,7 +150,8 @@ func wrapState(s *ConfigMapStore, err error) error {
 // ledger answers the cooldown/budget questions over a set of records.
 type ledger []Record
 
-// prune drops records older than horizon before now.
+// prune drops records older than horizon before now. A record from the
+// future (a clock that was or is ahead) is kept: it still counts as recent.
 func (l ledger) prune(now time.Time, horizon time.Duration) ledger {
 	out := l[:0:0]
 	for _, r := range l {
@@ -173,6 +192,59 @@ func (l ledger) since(rule string, now time.Time, window time.Duration, dry bool
 		}
 	}
 	return n
+}
+
+// recordKey identifies a record across a JSON round trip, which keeps the
+// instant but not the monotonic reading or the location of its time.
+func recordKey(r Record) string {
+	return fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%d\x00%t", r.Rule, r.Action, r.Target, r.Object, r.Time.UnixNano(), r.DryRun)
+}
+
+// merge is the union of l and other, without duplicates, l's order first.
+// Records are never forgotten by a merge: what a store does not return is
+// still known to the process.
+func (l ledger) merge(other []Record) ledger {
+	seen := make(map[string]bool, len(l)+len(other))
+	out := make(ledger, 0, len(l)+len(other))
+	for _, src := range [][]Record{l, other} {
+		for _, r := range src {
+			if k := recordKey(r); !seen[k] {
+				seen[k] = true
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// missingFrom returns the persisted records of l that stored lacks.
+func (l ledger) missingFrom(stored []Record) []Record {
+	have := make(map[string]bool, len(stored))
+	for _, r := range stored {
+		have[recordKey(r)] = true
+	}
+	var out []Record
+	for _, r := range l {
+		if !r.DryRun && !have[recordKey(r)] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// without returns l minus the record rec (by identity), as a new slice.
+func (l ledger) without(rec Record) ledger {
+	k := recordKey(rec)
+	out := make(ledger, 0, len(l))
+	removed := false
+	for _, r := range l {
+		if !removed && recordKey(r) == k {
+			removed = true
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 func (l ledger) persisted() []Record {

@@ -10,10 +10,13 @@ import (
 
 // RuleStatus is a rule as shown on the status page.
 type RuleStatus struct {
-	Rule       *Rule
-	DryRun     bool
-	LastEval   time.Time
-	LastError  string
+	Rule      *Rule
+	DryRun    bool
+	LastEval  time.Time
+	LastError string
+	// Ignored lists the series the last evaluation did not take as
+	// candidates, with the reason (NaN, stale).
+	Ignored    string
 	Candidates []CandidateStatus
 }
 
@@ -27,7 +30,7 @@ type CandidateStatus struct {
 func (e *Engine) publish() {
 	snap := make([]RuleStatus, 0, len(e.rules))
 	for _, rs := range e.rules {
-		st := RuleStatus{Rule: rs.rule, DryRun: e.cfg.DryRun || rs.rule.DryRun, LastEval: rs.lastEval, LastError: rs.lastError}
+		st := RuleStatus{Rule: rs.rule, DryRun: e.cfg.DryRun || rs.rule.DryRun, LastEval: rs.lastEval, LastError: rs.lastError, Ignored: rs.lastIgnored}
 		for _, key := range slices.Sorted(maps.Keys(rs.candidates)) {
 			c := *rs.candidates[key]
 			st.Candidates = append(st.Candidates, CandidateStatus{Candidate: c,
@@ -35,9 +38,22 @@ func (e *Engine) publish() {
 		}
 		snap = append(snap, st)
 	}
+	state := ""
+	if e.stateErr != nil {
+		state = e.stateErr.Error()
+	}
 	e.mu.Lock()
 	e.snap = snap
+	e.state = state
 	e.mu.Unlock()
+}
+
+// StateError is the state store's current problem, "" when the last read
+// agreed with what this process knows. While it is set no action is taken.
+func (e *Engine) StateError() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.state
 }
 
 // Status returns the latest published rule states and recent actions, newest first.
@@ -65,6 +81,7 @@ var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap
 <h1>greybox remediator</h1>
 <p>Version {{.Version}} · leader: <b>{{if .Leader}}yes{{else}}no{{end}}</b> · global dry-run: <b>{{if .DryRun}}yes{{else}}no{{end}}</b> · now {{ts .Now}} ·
 <a href="metrics">metrics</a></p>
+<p>State store: {{if .StateError}}<b>not trusted, no action is taken:</b> {{.StateError}}{{else}}ok{{end}}</p>
 <h2>Rules</h2>
 {{range .Rules}}
 <h3 id="rule-{{.Rule.Name}}">{{.Rule.Name}}</h3>
@@ -77,6 +94,7 @@ var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap
 <tr><th>namespaces</th><td>{{range $i, $n := .Rule.Namespaces}}{{if $i}}, {{end}}{{$n}}{{end}}</td></tr>
 <tr><th>selector</th><td>{{if .Rule.Selector}}<code>{{.Rule.Selector}}</code>{{else}}(any){{end}}</td></tr>
 <tr><th>last evaluation</th><td>{{ts .LastEval}}{{if .LastError}} — <b>error:</b> {{.LastError}}{{end}}</td></tr>
+{{if .Ignored}}<tr><th>ignored series</th><td>{{.Ignored}}</td></tr>{{end}}
 </table>
 {{if .Candidates}}
 <table>
@@ -110,7 +128,7 @@ func (e *Engine) StatusHandler(version string) http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		err := statusTemplate.Execute(w, map[string]any{
 			"Version": version, "Leader": e.IsLeader(), "DryRun": e.cfg.DryRun, "Now": e.clock.Now(),
-			"Rules": rules, "Recent": recent,
+			"Rules": rules, "Recent": recent, "StateError": e.StateError(),
 		})
 		if err != nil {
 			e.logger.Warn("status page", "err", err)

@@ -71,7 +71,7 @@ func run() int {
 		cfg.DryRun = true
 	}
 	logger.Info("starting greybox-remediator", "version", version.Info(), "build_context", version.BuildContext(),
-		"rules", len(cfg.Rules), "dry_run", cfg.DryRun, "leader_elect", *leaderElect)
+		"rules", len(cfg.Rules), "dry_run", cfg.DryRun, "leader_elect", *leaderElect, "max_sample_age", cfg.MaxSampleAge)
 
 	cs, _, err := kube.NewClientset(*kubeOpts)
 	if err != nil {
