@@ -18,8 +18,15 @@ build:
 
 # Runs the probe server on :9116 with the example config (no cluster needed
 # for the http and ttyd modules).
-run: build
+run: build examples/secrets/ttyd-password
 	./bin/greybox --config.file=examples/greybox.yml --web.listen-address=127.0.0.1:9116
+
+# The example's in-cluster ttyd modules read their basic-auth password from
+# secrets/ttyd-password next to the config (a Secret in the cluster); for a
+# local run greybox only needs the file to exist, so make a random one.
+examples/secrets/ttyd-password:
+	@mkdir -p examples/secrets
+	@head -c 18 /dev/urandom | base64 > $@
 
 lint: fmt-check vet
 

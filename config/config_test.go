@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 
@@ -9,6 +10,9 @@ import (
 	"github.com/greybox-probe/greybox/config"
 	_ "github.com/greybox-probe/greybox/prober" // registers the probers
 )
+
+// goTypeName matches a package-qualified Go type such as prober.HTTPSettings.
+var goTypeName = regexp.MustCompile(`\b(config|prober|remediate|kube|yaml)\.[A-Z]`)
 
 func TestParseErrorsNameFileLineAndKey(t *testing.T) {
 	for _, tc := range []struct {
@@ -30,7 +34,11 @@ func TestParseErrorsNameFileLineAndKey(t *testing.T) {
 		{"bad allowlist", "modules:\n  a:\n    prober: http\n    allowed_targets: ['10.0.0.0/33']\n", []string{"t.yml:4", "not a CIDR"}},
 		{"bad size", "modules:\n  a:\n    prober: http\n    http: {body_size_limit: lots}\n", []string{"t.yml:4", "invalid size"}},
 		{"bad default module", "default_module: nope\nmodules:\n  a: {prober: http}\n", []string{"t.yml", `default_module "nope"`}},
-		{"not yaml", "modules: [\n", []string{"t.yml", "line"}},
+		{"not yaml", "modules: [\n", []string{"t.yml:1: did not find expected node content"}},
+		{"syntax error names file:line", "modules:\n  a: {prober: http}\n b: c: d\n", []string{"t.yml:2: did not find expected key"}},
+		{"module defined twice", "modules:\n  a: {prober: http}\n  b: {prober: http}\n  a: {prober: http}\n", []string{"t.yml:4", `module "a" is defined twice (first at t.yml:2)`}},
+		{"errors in two modules", "modules:\n  a:\n    prober: http\n    http: {methd: GET}\n  b:\n    prober: http\n    http: {bdy: x}\n", []string{"t.yml:4", `unknown key "methd"`, "t.yml:7", `unknown key "bdy"`}},
+		{"wrong type names no Go type", "modules:\n  a:\n    prober: http\n    http: {headers: [x]}\n", []string{"t.yml:4", "headers"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := config.Parse([]byte(tc.yml), "t.yml")
@@ -44,6 +52,9 @@ func TestParseErrorsNameFileLineAndKey(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("error spans lines: %q", err)
+			}
+			if goTypeName.MatchString(err.Error()) || strings.Contains(err.Error(), " line ") {
+				t.Errorf("error names a Go type or uses the \"line N\" form: %q", err)
 			}
 		})
 	}

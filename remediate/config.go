@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -21,6 +22,9 @@ import (
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/greybox-probe/greybox/internal/secretfile"
+	"github.com/greybox-probe/greybox/internal/yamlerr"
 )
 
 // Actions a rule may take.
@@ -194,7 +198,7 @@ func Load(path string) (*Config, error) {
 func Parse(data []byte, name string) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, yamlerr.Syntax(err, name)
 	}
 	cfg := &Config{
 		Prometheus:         PrometheusConfig{Timeout: model.Duration(DefaultQueryTimeout), HTTPClientConfig: pconfig.DefaultHTTPClientConfig},
@@ -221,6 +225,12 @@ func Parse(data []byte, name string) (*Config, error) {
 	}
 	if err := cfg.Prometheus.HTTPClientConfig.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: prometheus.http_client_config: %w", at("prometheus", "http_client_config"), err)
+	}
+	// Relative to the config file, as in Prometheus; readable now, not at
+	// the first query.
+	cfg.Prometheus.HTTPClientConfig.SetDirectory(filepath.Dir(name))
+	if err := secretfile.Check(&cfg.Prometheus.HTTPClientConfig, "prometheus.http_client_config"); err != nil {
+		return nil, fmt.Errorf("%s: %v", at("prometheus", "http_client_config"), err)
 	}
 	if cfg.Prometheus.Timeout <= 0 {
 		return nil, fmt.Errorf("%s: prometheus.timeout must be positive", at("prometheus", "timeout"))

@@ -2,6 +2,7 @@ package remediate
 
 import (
 	"net/http/httptest"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -173,4 +174,20 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("nil error without rules")
 		}
 	})
+}
+
+// A credentials file the Prometheus client would read at every query must
+// exist and be a file when the config is checked.
+func TestConfigChecksSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ file, want string }{
+		{filepath.Join(dir, "missing"), "no such file or directory"},
+		{dir, "a directory, not a file"},
+	} {
+		yml := "prometheus:\n  url: http://127.0.0.1:9090\n  http_client_config:\n    authorization:\n      credentials_file: " + tc.file + "\nrules: []\n"
+		_, err := Parse([]byte(yml), "r.yml")
+		if err == nil || !strings.Contains(err.Error(), "r.yml:3: prometheus.http_client_config.authorization.credentials_file: "+tc.file+": "+tc.want) {
+			t.Errorf("credentials_file %s: %v", tc.file, err)
+		}
+	}
 }

@@ -33,17 +33,44 @@ func TypeErrors(err error, name string, where func(line int) string) (_ error, o
 	for _, e := range te.Errors {
 		if m := unknownField.FindStringSubmatch(e); m != nil {
 			line, _ := strconv.Atoi(m[1])
-			msgs = append(msgs, fmt.Sprintf("%s:%s: %sunknown key %q (in %s)", name, m[1], where(line), m[2], m[3]))
+			msgs = append(msgs, fmt.Sprintf("%s:%s: %sunknown key %q", name, m[1], where(line), m[2]))
 			continue
 		}
 		if m := lineReason.FindStringSubmatch(e); m != nil {
 			line, _ := strconv.Atoi(m[1])
-			msgs = append(msgs, fmt.Sprintf("%s:%s: %s%s", name, m[1], where(line), m[2]))
+			msgs = append(msgs, fmt.Sprintf("%s:%s: %s%s", name, m[1], where(line), UserTypes(m[2])))
 			continue
 		}
 		msgs = append(msgs, name+": "+e)
 	}
 	return errors.New(strings.Join(msgs, "; ")), true
+}
+
+// goType is a package-qualified Go type as yaml.v3 names it in "cannot
+// unmarshal !!str `x` into config.Duration".
+var goType = regexp.MustCompile(`\binto (\[\])?\*?[a-z][a-z0-9]*\.([A-Za-z0-9_]+)`)
+
+// userTypeNames says in the config's own words what a Go type holds.
+var userTypeNames = map[string]string{
+	"Duration": "a duration like 30s", "Bytes": "a size like 10MiB", "Regexp": "a regular expression",
+	"Allowlist": "a list of hosts and networks", "Headers": "a map of header names to values",
+	"Secret": "a string", "URL": "a URL", "Namespaces": "a list of namespaces",
+}
+
+// UserTypes rewrites Go type names in a yaml.v3 message into what a user
+// wrote or should write: errors name keys and values, never a package.
+func UserTypes(msg string) string {
+	return goType.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := goType.FindStringSubmatch(m)
+		what, ok := userTypeNames[sub[2]]
+		if !ok {
+			what = "a mapping"
+		}
+		if sub[1] != "" {
+			return "into a list of " + strings.TrimPrefix(what, "a ")
+		}
+		return "into " + what
+	})
 }
 
 // Line splits yaml.v3's "line N: reason" into its parts.
@@ -54,4 +81,15 @@ func Line(msg string) (line int, reason string, ok bool) {
 	}
 	line, _ = strconv.Atoi(m[1])
 	return line, m[2], true
+}
+
+// Syntax renders a yaml.v3 parse error ("yaml: line 2: mapping values are
+// not allowed in this context") as "file:2: mapping values …", the form
+// every other config error has.
+func Syntax(err error, name string) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if line, reason, ok := Line(msg); ok {
+		return fmt.Errorf("%s:%d: %s", name, line, reason)
+	}
+	return fmt.Errorf("%s: %s", name, msg)
 }
