@@ -1,7 +1,6 @@
 package remediate
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -21,27 +19,14 @@ import (
 	"github.com/prometheus/common/model"
 	"k8s.io/client-go/kubernetes/fake"
 	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/greybox-probe/greybox/internal/syncbuf"
 )
 
 const prometheusBinary = "/usr/bin/prometheus"
 
 // syncBuffer collects Prometheus's log for failure messages.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 // startPrometheus runs the real Prometheus on loopback, scraping target
 // every second the way a greybox probe job does, and returns its URL.

@@ -72,11 +72,7 @@ func dotted(prefix string) string {
 func usable(path string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			return fmt.Errorf("%s: %v", path, pe.Err)
-		}
-		return err
+		return pathError(path, err)
 	}
 	if !fi.Mode().IsRegular() {
 		what := "not a regular file"
@@ -90,11 +86,16 @@ func usable(path string) error {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			return fmt.Errorf("%s: %v", path, pe.Err)
-		}
-		return err
+		return pathError(path, err)
 	}
 	return f.Close()
+}
+
+// pathError says "path: reason" without the operation os adds ("stat").
+func pathError(path string, err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %v", path, pe.Err)
+	}
+	return err
 }
