@@ -233,10 +233,7 @@ func checkTraefikParityTarget(ctx context.Context, target string, m config.Modul
 		if m.AllowedTargets.Empty() {
 			return nil
 		}
-		var proxy ProxyFunc
-		if s != nil {
-			proxy = settingsProxy(m)
-		}
+		proxy := settingsProxy(m)
 		for _, u := range set.urls {
 			if err := forbiddenOnly(g.Destination(ctx, &http.Request{Method: http.MethodGet, URL: u, Host: u.Host}, proxy)); err != nil {
 				return err
