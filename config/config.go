@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -17,9 +16,11 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/greybox-probe/greybox/internal/regularfile"
 	"github.com/greybox-probe/greybox/internal/secretfile"
 	"github.com/greybox-probe/greybox/internal/yamlerr"
 )
@@ -233,9 +234,16 @@ func (m Module) MarshalYAML() (any, error) {
 	return &out, nil
 }
 
+// MaxFileSize is the largest config file Load reads. A generated config
+// of 40k modules is a few MiB; anything near this is a mistake (a log or
+// a disk image given as --config.file), refused before it is read.
+const MaxFileSize = 64 << 20
+
 // Load reads and validates a config file. Errors name the file and line.
+// A path that is not a regular file (a directory, or a FIFO that would
+// block the read forever) or is larger than MaxFileSize is refused.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := regularfile.ReadFile(path, MaxFileSize)
 	if err != nil {
 		return nil, err
 	}
@@ -256,13 +264,6 @@ func Parse(data []byte, name string) (*Config, error) {
 var oneLineReplacer = strings.NewReplacer("\r", `\r`, "\n", `\n`)
 
 func parse(data []byte, name string) (*Config, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, yamlerr.Syntax(err, name)
-	}
-	if err := duplicateModules(&doc, name); err != nil {
-		return nil, err
-	}
 	var strict struct {
 		DefaultModule string    `yaml:"default_module"`
 		Modules       moduleMap `yaml:"modules"`
@@ -270,15 +271,18 @@ func parse(data []byte, name string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&strict); err != nil && err != io.EOF {
-		return nil, describe(err, name, &doc)
+		return nil, describe(err, name, data)
 	}
-	cfg := &Config{DefaultModule: strict.DefaultModule, Modules: strict.Modules}
+	cfg := &Config{DefaultModule: strict.DefaultModule, Modules: strict.Modules.byName}
 	if len(cfg.Modules) == 0 {
 		return nil, fmt.Errorf("%s: no modules defined (add a \"modules:\" mapping)", name)
 	}
-	for n, m := range cfg.Modules {
+	// Document order, so that of several broken modules the first in the
+	// file is reported, every time.
+	for _, e := range strict.Modules.order {
+		n, m := e.name, cfg.Modules[e.name]
 		if m == nil {
-			return nil, fmt.Errorf("%s:%d: module %q is empty", name, moduleLine(&doc, n), n)
+			return nil, fmt.Errorf("%s:%d: module %q is empty", name, e.line, n)
 		}
 		m.Name = n
 		if hc, ok := m.Settings.(interface{ HTTPClient() *HTTPClientConfig }); ok {
@@ -288,7 +292,7 @@ func parse(data []byte, name string) (*Config, error) {
 			c := &hc.HTTPClient().HTTPClientConfig
 			c.SetDirectory(filepath.Dir(name))
 			if err := secretfile.Check(c, m.Prober+".http_client_config"); err != nil {
-				return nil, fmt.Errorf("%s:%d: module %q: %v", name, moduleLine(&doc, n), n, err)
+				return nil, fmt.Errorf("%s:%d: module %q: %v", name, e.line, n, err)
 			}
 		}
 		out, err := yaml.Marshal(map[string]*Module{n: m})
@@ -305,12 +309,30 @@ func parse(data []byte, name string) (*Config, error) {
 	return cfg, nil
 }
 
-// moduleMap decodes the modules mapping one module at a time. yaml.v3
+// moduleMap is the modules mapping, decoded one module at a time. yaml.v3
 // checks every mapping's keys for duplicates pair by pair, quadratic in
-// the number of modules (40k modules took 49 s to load); duplicateModules
-// does that check in one pass, and each module is decoded by the same
-// strict decoder (KnownFields, lines) from a one-entry view of the node.
-type moduleMap map[string]*Module
+// the number of modules (40k modules took 49 s to load); here that check
+// is one pass over the keys, and each module is decoded by the same strict
+// decoder (KnownFields, lines) from a one-entry view of the node.
+type moduleMap struct {
+	byName map[string]*Module
+	order  []moduleEntry // document order
+}
+
+type moduleEntry struct {
+	name string
+	line int
+}
+
+// moduleKeyError is about a module's name itself (given twice, empty);
+// the message names the module, the loader adds file and line.
+type moduleKeyError struct {
+	line  int
+	msg   string
+	first int // line of the first definition, for a duplicate
+}
+
+func (e *moduleKeyError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
 
 func (mm *moduleMap) UnmarshalYAML(unmarshal func(any) error) error {
 	var c nodeCapture
@@ -321,87 +343,143 @@ func (mm *moduleMap) UnmarshalYAML(unmarshal func(any) error) error {
 	if n.Kind != yaml.MappingNode {
 		return &lineError{n.Line, errors.New("modules must be a mapping of module names to modules")}
 	}
-	// unmarshal decodes n, whatever its content is at the time of the call.
 	all := n.Content
-	defer func() { n.Content = all }()
-	out := make(moduleMap, len(all)/2)
-	var typeErrs []string
+	first := make(map[string]int, len(all)/2)
+	var merges []int // "<<: *other" entries, which yaml.v3 merges after the explicit keys
 	for i := 0; i+1 < len(all); i += 2 {
+		k := all[i]
+		if isMergeKey(k) {
+			merges = append(merges, i)
+			continue
+		}
+		if line, dup := first[k.Value]; dup && k.Kind == yaml.ScalarNode {
+			return &moduleKeyError{k.Line, fmt.Sprintf("module %q is defined twice", k.Value), line}
+		}
+		first[k.Value] = k.Line
+	}
+
+	// unmarshal decodes n, whatever its content is at the time of the call.
+	defer func() { n.Content = all }()
+	mm.byName = make(map[string]*Module, len(all)/2)
+	var typeErrs []string
+	decode := func(i int) (map[string]*Module, error) {
+		if k := all[i]; k.Kind == yaml.ScalarNode && k.ShortTag() == "!!null" {
+			// yaml.v3 would drop a null key ("~:") silently, and the
+			// module with it.
+			return nil, &moduleKeyError{line: k.Line, msg: checkModuleName("").Error()}
+		}
 		n.Content = all[i : i+2]
 		one := map[string]*Module{}
 		if err := unmarshal(&one); err != nil {
 			var te *yaml.TypeError
 			if !errors.As(err, &te) {
-				return err
+				return nil, err
 			}
 			typeErrs = append(typeErrs, te.Errors...)
 		}
-		maps.Copy(out, one)
+		for name := range one {
+			if err := checkModuleName(name); err != nil {
+				return nil, &moduleKeyError{line: all[i].Line, msg: err.Error()}
+			}
+		}
+		return one, nil
 	}
-	*mm = out
+	for i := 0; i+1 < len(all); i += 2 {
+		if isMergeKey(all[i]) {
+			continue
+		}
+		one, err := decode(i)
+		if err != nil {
+			return err
+		}
+		for name, m := range one {
+			mm.byName[name] = m
+			mm.order = append(mm.order, moduleEntry{name, all[i].Line})
+		}
+	}
+	for _, i := range merges {
+		one, err := decode(i)
+		if err != nil {
+			return err
+		}
+		for _, name := range slices.Sorted(maps.Keys(one)) {
+			if _, explicit := mm.byName[name]; !explicit {
+				mm.byName[name] = one[name]
+				mm.order = append(mm.order, moduleEntry{name, all[i].Line})
+			}
+		}
+	}
 	if len(typeErrs) > 0 {
 		return &yaml.TypeError{Errors: typeErrs}
 	}
 	return nil
 }
 
-// duplicateModules refuses a module name given twice, as yaml.v3 would
-// for a map, in one pass.
-func duplicateModules(doc *yaml.Node, name string) error {
-	mods := modulesNode(doc)
-	if mods == nil {
-		return nil
+// isMergeKey is yaml.v3's test for "<<" (a quoted "<<" is a plain key).
+func isMergeKey(k *yaml.Node) bool {
+	return k.Kind == yaml.ScalarNode && k.Value == "<<" &&
+		(k.Tag == "" || k.Tag == "!" || k.Tag == "!!merge" || k.Tag == "tag:yaml.org,2002:merge")
+}
+
+// checkModuleName refuses names that cannot be asked for: an empty one
+// (/probe without ?module= means default_module, not "") and control
+// characters, which no URL, log line or dashboard shows as written. Any
+// other text works: it is URL-escaped in ?module= and any UTF-8 is a
+// valid label value.
+func checkModuleName(name string) error {
+	if name == "" {
+		return errors.New("a module name must not be empty")
 	}
-	seen := make(map[string]int, len(mods.Content)/2)
-	for i := 0; i+1 < len(mods.Content); i += 2 {
-		k := mods.Content[i]
-		if first, dup := seen[k.Value]; dup {
-			return fmt.Errorf("%s:%d: module %q is defined twice (first at %s:%d)", name, k.Line, k.Value, name, first)
-		}
-		seen[k.Value] = k.Line
+	if i := strings.IndexFunc(name, unicode.IsControl); i >= 0 {
+		return fmt.Errorf("module name %q contains a control character", name)
 	}
 	return nil
 }
 
 // describe turns yaml.v3's errors into "file:line: reason (module "x")".
-func describe(err error, name string, doc *yaml.Node) error {
+// The document is parsed again only here, to name modules.
+func describe(err error, name string, data []byte) error {
+	var ke *moduleKeyError
+	if errors.As(err, &ke) {
+		if ke.first > 0 {
+			return fmt.Errorf("%s:%d: %s (first at %s:%d)", name, ke.line, ke.msg, name, ke.first)
+		}
+		return fmt.Errorf("%s:%d: %s", name, ke.line, ke.msg)
+	}
+	var doc yaml.Node
+	_ = yaml.Unmarshal(data, &doc) // a syntax error leaves doc empty: no module names
+	idx := newModuleIndex(&doc)
 	var le *lineError
 	if errors.As(err, &le) {
-		return fmt.Errorf("%s:%d: %s%v", name, le.line, moduleAt(doc, le.line), le.err)
+		return fmt.Errorf("%s:%d: %s%v", name, le.line, idx.at(le.line), le.err)
 	}
-	if described, ok := yamlerr.TypeErrors(err, name, func(line int) string { return moduleAt(doc, line) }); ok {
+	if described, ok := yamlerr.TypeErrors(err, name, idx.at); ok {
 		return described
 	}
 	return yamlerr.Syntax(err, name)
 }
 
-// moduleAt names the module whose YAML spans line, for error messages.
-func moduleAt(doc *yaml.Node, line int) string {
-	mods := modulesNode(doc)
-	if mods == nil {
-		return ""
-	}
-	found := ""
-	for i := 0; i+1 < len(mods.Content); i += 2 {
-		if mods.Content[i].Line <= line {
-			found = mods.Content[i].Value
-		}
-	}
-	if found == "" {
-		return ""
-	}
-	return fmt.Sprintf("module %q: ", found)
-}
+// moduleIndex names the module whose YAML spans a line; a binary search,
+// as one error per module must not make a big config's error quadratic.
+type moduleIndex struct{ keys []*yaml.Node }
 
-func moduleLine(doc *yaml.Node, module string) int {
+func newModuleIndex(doc *yaml.Node) moduleIndex {
+	var idx moduleIndex
 	if mods := modulesNode(doc); mods != nil {
 		for i := 0; i+1 < len(mods.Content); i += 2 {
-			if mods.Content[i].Value == module {
-				return mods.Content[i].Line
-			}
+			idx.keys = append(idx.keys, mods.Content[i])
 		}
 	}
-	return 0
+	return idx
+}
+
+func (idx moduleIndex) at(line int) string {
+	// Keys are in document order, so their lines never decrease.
+	i := sort.Search(len(idx.keys), func(i int) bool { return idx.keys[i].Line > line })
+	if i == 0 {
+		return ""
+	}
+	return fmt.Sprintf("module %q: ", idx.keys[i-1].Value)
 }
 
 func modulesNode(doc *yaml.Node) *yaml.Node {

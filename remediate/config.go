@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -23,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/greybox-probe/greybox/internal/regularfile"
 	"github.com/greybox-probe/greybox/internal/secretfile"
 	"github.com/greybox-probe/greybox/internal/yamlerr"
 )
@@ -185,9 +185,14 @@ func (r *Rule) validate() error {
 	return nil
 }
 
+// MaxFileSize is the largest remediator config Load reads; a few rules
+// are a few KiB, so anything this size is the wrong file.
+const MaxFileSize = 16 << 20
+
 // Load reads and validates a config file. Errors name the file and line.
+// A FIFO, a directory or a file over MaxFileSize is refused, not read.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := regularfile.ReadFile(path, MaxFileSize)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -188,6 +189,24 @@ func TestConfigChecksSecretFiles(t *testing.T) {
 		_, err := Parse([]byte(yml), "r.yml")
 		if err == nil || !strings.Contains(err.Error(), "r.yml:3: prometheus.http_client_config.authorization.credentials_file: "+tc.file+": "+tc.want) {
 			t.Errorf("credentials_file %s: %v", tc.file, err)
+		}
+	}
+}
+
+// The remediator's config path gets the same refusal as greybox's: a FIFO
+// (or a directory) is named, never read, so a reload cannot hang.
+func TestLoadRefusesWhatIsNotAConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.yml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		fifo: "a named pipe, not a file",
+		dir:  "a directory, not a file",
+	} {
+		if _, err := Load(path); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Load(%s) = %v, want %q", path, err, want)
 		}
 	}
 }

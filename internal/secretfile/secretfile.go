@@ -5,14 +5,14 @@
 package secretfile
 
 import (
-	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 
 	pconfig "github.com/prometheus/common/config"
+
+	"github.com/greybox-probe/greybox/internal/regularfile"
 )
 
 // Check returns the first unusable file c names, as
@@ -47,7 +47,7 @@ func Check(c *pconfig.HTTPClientConfig, prefix string) error {
 		}
 	}
 	for _, r := range refs {
-		if err := usable(r.path); err != nil {
+		if err := regularfile.Check(r.path); err != nil {
 			return fmt.Errorf("%s%s: %w", dotted(prefix), r.key, err)
 		}
 	}
@@ -65,37 +65,4 @@ func dotted(prefix string) string {
 		return prefix
 	}
 	return prefix + "."
-}
-
-// usable: the path exists, is a regular file (after symlinks, which is how
-// Kubernetes mounts Secrets) and can be opened for reading.
-func usable(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return pathError(path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		what := "not a regular file"
-		switch {
-		case fi.IsDir():
-			what = "a directory, not a file"
-		case fi.Mode()&os.ModeNamedPipe != 0:
-			what = "a named pipe, not a file (reading it could block forever)"
-		}
-		return fmt.Errorf("%s: %s", path, what)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return pathError(path, err)
-	}
-	return f.Close()
-}
-
-// pathError says "path: reason" without the operation os adds ("stat").
-func pathError(path string, err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return fmt.Errorf("%s: %v", path, pe.Err)
-	}
-	return err
 }
