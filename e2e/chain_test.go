@@ -169,7 +169,7 @@ scrape_configs:
 	}
 	evaluate := func() { engine.Evaluate(ctx) }
 	counted := func(result string) float64 { return actionsCounted(t, reg, chainRuleName, result) }
-	pending := func() float64 { return gaugeValue(t, reg, "greybox_remediation_candidates_pending", chainRuleName) }
+	pending := func() float64 { return gaugeValue(t, reg, "greybox_remediator_candidates_pending", chainRuleName) }
 	podDeletes := func() []k8stesting.DeleteAction {
 		var out []k8stesting.DeleteAction
 		for _, a := range cs.Actions() {
@@ -456,11 +456,11 @@ func countEvents(evs []corev1.Event, reason string) int {
 	return n
 }
 
-// actionsCounted reads greybox_remediation_actions_total{rule, result} from
+// actionsCounted reads greybox_remediator_actions_total{rule, result} from
 // the engine's registry, as a scrape of the remediator would.
 func actionsCounted(t *testing.T, reg *prometheus.Registry, rule, result string) float64 {
 	t.Helper()
-	return metricSum(t, reg, "greybox_remediation_actions_total", map[string]string{"rule": rule, "result": result})
+	return metricSum(t, reg, "greybox_remediator_actions_total", map[string]string{"rule": rule, "result": result})
 }
 
 func gaugeValue(t *testing.T, reg *prometheus.Registry, name, rule string) float64 {

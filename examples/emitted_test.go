@@ -74,7 +74,7 @@ func emittedMetricNames(t *testing.T) map[string]bool {
 		"probe_ssl_earliest_cert_expiry", "probe_ttyd_token_redirect_allowed", "probe_ttyd_ws_expect_matched",
 		"probe_ttyd_ws_first_frame_seconds", "probe_k8s_dependency_ready", "probe_k8s_log_matched_lines",
 		"probe_traefik_replica_missing_routers", "probe_traefik_replica_in_grace",
-		"greybox_probe_requests_total", "greybox_probe_duration_seconds_bucket", "greybox_remediation_actions_total",
+		"greybox_probe_requests_total", "greybox_probe_duration_seconds_bucket", "greybox_remediator_actions_total",
 	} {
 		if !names[want] {
 			t.Errorf("emitted metrics lack %s: a probe variant no longer reaches it", want)

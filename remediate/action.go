@@ -16,7 +16,7 @@ import (
 )
 
 // Results of an action attempt, the "result" label of
-// greybox_remediation_actions_total. Skips are "skipped_<reason>".
+// greybox_remediator_actions_total. Skips are "skipped_<reason>".
 const (
 	ResultSuccess   = "success"
 	ResultDryRun    = "dry_run"

@@ -17,31 +17,31 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "greybox_remediation_actions_total",
+			Name: "greybox_remediator_actions_total",
 			Help: "Action attempts by rule, action and result (success, dry_run, blocked, conflict, forbidden, error, skipped_<reason>).",
 		}, []string{"rule", "action", "result"}),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "greybox_remediation_candidates_pending",
+			Name: "greybox_remediator_candidates_pending",
 			Help: "Candidates currently returned by the rule's expression (pending or firing).",
 		}, []string{"rule"}),
 		queryErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "greybox_remediation_query_errors_total",
+			Name: "greybox_remediator_query_errors_total",
 			Help: "Failed rule or guard queries (errors, non-vector results, warnings without data).",
 		}, []string{"rule"}),
 		lastAction: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "greybox_remediation_last_action_timestamp_seconds",
+			Name: "greybox_remediator_last_action_timestamp_seconds",
 			Help: "Unix time of the rule's last successful (or dry-run) action.",
 		}, []string{"rule"}),
 		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "greybox_remediation_is_leader",
+			Name: "greybox_remediator_is_leader",
 			Help: "1 when this instance holds the leader Lease (or runs without leader election).",
 		}),
 		evaluations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "greybox_remediation_evaluations_total",
+			Name: "greybox_remediator_evaluations_total",
 			Help: "Rule evaluations.",
 		}, []string{"rule"}),
 		lastEvaluation: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "greybox_remediation_last_evaluation_timestamp_seconds",
+			Name: "greybox_remediator_last_evaluation_timestamp_seconds",
 			Help: "Unix time the last evaluation round finished.",
 		}),
 	}
