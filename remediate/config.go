@@ -104,6 +104,15 @@ type TargetLabels struct {
 	Pod       string `yaml:"pod"`
 }
 
+// ProbeLabels names the series labels that identify the greybox probe
+// behind a candidate, for the status page's and the plan's links to
+// greybox's /logs. The defaults follow the README's scrape jobs: a
+// `module` target label, and the target relabelled into `instance`.
+type ProbeLabels struct {
+	Module string `yaml:"module"`
+	Target string `yaml:"target"`
+}
+
 // Rule is one remediation: every series of Expr is a candidate pod.
 type Rule struct {
 	Name         string         `yaml:"name"`
@@ -117,6 +126,7 @@ type Rule struct {
 	Namespaces   []string       `yaml:"namespaces"`
 	Selector     string         `yaml:"selector,omitempty"`
 	TargetLabels TargetLabels   `yaml:"target_labels"`
+	ProbeLabels  ProbeLabels    `yaml:"probe_labels"`
 	DryRun       bool           `yaml:"dry_run,omitempty"`
 
 	selector labels.Selector
@@ -142,6 +152,7 @@ func (r *Rule) UnmarshalYAML(unmarshal func(any) error) error {
 		MaxActions:   DefaultMaxActions,
 		Window:       model.Duration(DefaultWindow),
 		TargetLabels: TargetLabels{Namespace: "namespace", Pod: "pod"},
+		ProbeLabels:  ProbeLabels{Module: "module", Target: "instance"},
 	}
 	return unmarshal((*plain)(r))
 }
@@ -189,18 +200,41 @@ func (r *Rule) validate() error {
 // are a few KiB, so anything this size is the wrong file.
 const MaxFileSize = 16 << 20
 
+// Overrides are command-line settings that take precedence over the file.
+type Overrides struct {
+	// PrometheusURL replaces prometheus.url (--prometheus.url); with it
+	// the file may leave prometheus.url out.
+	PrometheusURL string
+}
+
 // Load reads and validates a config file. Errors name the file and line.
 // A FIFO, a directory or a file over MaxFileSize is refused, not read.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return LoadWith(path, Overrides{}) }
+
+// LoadWith is Load with command-line overrides applied before validation.
+func LoadWith(path string, o Overrides) (*Config, error) {
 	data, err := regularfile.ReadFile(path, MaxFileSize)
 	if err != nil {
 		return nil, err
 	}
-	return Parse(data, path)
+	return ParseWith(data, path, o)
+}
+
+// CheckURL reports whether s is an absolute http(s) URL with a host; what
+// names the setting in the error (a flag or a config key).
+func CheckURL(what, s string) error {
+	u, err := url.Parse(s)
+	if s == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%s must be an http(s) URL with a host, got %q", what, s)
+	}
+	return nil
 }
 
 // Parse decodes and validates a config document; name is used in errors.
-func Parse(data []byte, name string) (*Config, error) {
+func Parse(data []byte, name string) (*Config, error) { return ParseWith(data, name, Overrides{}) }
+
+// ParseWith is Parse with command-line overrides applied before validation.
+func ParseWith(data []byte, name string, o Overrides) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, yamlerr.Syntax(err, name)
@@ -224,9 +258,13 @@ func Parse(data []byte, name string) (*Config, error) {
 		return nil, describe(err, name, &doc)
 	}
 	at := func(path ...string) string { return fmt.Sprintf("%s:%d", name, lineOf(&doc, path...)) }
-	u, err := url.Parse(cfg.Prometheus.URL)
-	if cfg.Prometheus.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%s: prometheus.url must be an http(s) URL, got %q", at("prometheus", "url"), cfg.Prometheus.URL)
+	if o.PrometheusURL != "" {
+		if err := CheckURL("--prometheus.url", o.PrometheusURL); err != nil {
+			return nil, err
+		}
+		cfg.Prometheus.URL = o.PrometheusURL
+	} else if err := CheckURL("prometheus.url", cfg.Prometheus.URL); err != nil {
+		return nil, fmt.Errorf("%s: %w (or set --prometheus.url)", at("prometheus", "url"), err)
 	}
 	if err := cfg.Prometheus.HTTPClientConfig.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: prometheus.http_client_config: %w", at("prometheus", "http_client_config"), err)

@@ -35,6 +35,15 @@ type Candidate struct {
 	// LastResult is the outcome of the last attempt: a result or skipped_<reason>.
 	LastResult  string
 	LastMessage string
+	// Resolved describes the live pod the candidate names (UID, age,
+	// selector, owner), when Kubernetes was asked; "" when it was not.
+	Resolved string
+	// Object is the object an action would touch, once resolved
+	// (kind/namespace/name; the workload for rollout_restart).
+	Object string
+	// History says how long Prometheus shows the condition held (plan
+	// mode, which sees one evaluation and asks Prometheus for the rest).
+	History string
 }
 
 // Key identifies the candidate's target.
@@ -49,7 +58,32 @@ type ruleState struct {
 	// lastIgnored says which series the last evaluation ignored and why
 	// (NaN, stale); shown on the status page.
 	lastIgnored string
+	// lastWarnings are the warnings of the last rule query (they also
+	// make lastError); lastErrorHard is a failure with no answer at all.
+	lastWarnings  []string
+	lastErrorHard bool
+	// guards is what the last guard check found, one per guard.
+	guards []GuardStatus
 }
+
+// GuardStatus is one guard's last result.
+type GuardStatus struct {
+	Expr string `json:"expr"`
+	// Result is "ok", "failed" (no usable sample), "error" (the query
+	// failed), "warnings" (a partial answer, not trusted) or "not
+	// checked" (no candidate needed it, or an earlier guard failed).
+	Result string `json:"result"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Guard results.
+const (
+	GuardOK         = "ok"
+	GuardFailed     = "failed"
+	GuardError      = "error"
+	GuardWarnings   = "warnings"
+	GuardNotChecked = "not checked"
+)
 
 // ActionLog is one entry of the status page's recent actions.
 type ActionLog struct {
@@ -77,9 +111,32 @@ type Options struct {
 	// Leader is the initial leadership; with leader election the elector
 	// flips it through SetLeader.
 	Leader bool
+	// Electing says a leader elector runs (--leader-elect); the status
+	// page says "not electing" otherwise.
+	Electing bool
+	// Links are the browser-facing URLs the status page and the plan
+	// link to; empty fields mean no such links.
+	Links Links
+	// Plan makes a fresh engine ask Prometheus how long each new
+	// candidate has held (a subquery over `for`), and check guards even
+	// when nothing fires, so that one evaluation says what a long-running
+	// remediator would do now. Only for dry runs (the plan command).
+	Plan bool
+}
+
+// Links are base URLs as a browser reaches them.
+type Links struct {
+	// Greybox is greybox's URL: candidates link to its /logs.
+	Greybox string
+	// Prometheus is Prometheus's URL: rules link to its graph page.
+	Prometheus string
 }
 
 const recentActions = 50
+
+// recentSkips bounds the status page's skip list; a skip that repeats
+// (same rule, target and reason) updates its entry instead of adding one.
+const recentSkips = 50
 
 // Engine evaluates the rules. Evaluate is level-triggered and idempotent:
 // everything it decides comes from the current query results, the live
@@ -116,11 +173,22 @@ type Engine struct {
 	// no action is taken; only a read that agrees clears it.
 	stateErr error
 
-	mu     sync.Mutex // guards snapshot and recent, read by the status page
+	electing bool
+	links    Links
+	plan     bool
+	// stateRead is when the state store was last read successfully.
+	stateRead time.Time
+
+	mu     sync.Mutex // guards everything below, read by the status page
 	snap   []RuleStatus
 	recent []ActionLog
+	skips  []SkipLog
 	ready  bool
 	state  string // the state store's problem, "" when fine
+	health Health
+	storm  Budget
+	// stateReadShown is stateRead as of the last publish.
+	stateReadShown time.Time
 }
 
 // NewEngine builds an engine; it does not start anything.
@@ -128,9 +196,13 @@ func NewEngine(o Options) (*Engine, error) {
 	if o.Config == nil || o.Source == nil {
 		return nil, errors.New("remediate: config and source are required")
 	}
+	if o.Plan && !o.Config.DryRun {
+		return nil, errors.New("remediate: plan mode needs a dry-run config")
+	}
 	e := &Engine{
 		cfg: o.Config, source: o.Source, kube: o.Kube, store: o.Store,
 		clock: o.Clock, logger: o.Logger, metrics: o.Metrics,
+		electing: o.Electing, links: o.Links, plan: o.Plan,
 	}
 	if e.store == nil {
 		e.store = &MemoryStore{}
@@ -181,7 +253,9 @@ func positiveMin(a, b, def time.Duration) time.Duration {
 func (e *Engine) query(ctx context.Context, expr string) (model.Vector, []string, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.queryTimeout)
 	defer cancel()
-	return e.source.Query(ctx, expr)
+	vec, warnings, err := e.source.Query(ctx, expr)
+	e.notePrometheus(err)
+	return vec, warnings, err
 }
 
 // apiCtx bounds one Kubernetes API or state store call.
@@ -234,9 +308,23 @@ func (e *Engine) Evaluate(ctx context.Context) {
 		}
 		e.evalRule(ctx, rs)
 	}
-	e.metrics.lastEvaluation.Set(float64(e.clock.Now().Unix()))
+	now := e.clock.Now()
+	e.metrics.lastEvaluation.Set(float64(now.Unix()))
+	var errs []string
+	for _, rs := range e.rules {
+		if rs.lastError != "" {
+			errs = append(errs, rs.rule.Name+": "+rs.lastError)
+		}
+		for _, g := range rs.guards {
+			if g.Result == GuardError || g.Result == GuardWarnings {
+				errs = append(errs, rs.rule.Name+": "+g.Detail)
+			}
+		}
+	}
 	e.mu.Lock()
 	e.ready = true
+	e.health.LastEvaluation = now
+	e.health.EvaluationErrors = errs
 	e.mu.Unlock()
 	e.publish()
 }
@@ -249,6 +337,8 @@ func (e *Engine) evalRule(ctx context.Context, rs *ruleState) {
 	logger := e.logger.With("rule", r.Name)
 
 	vec, warnings, err := e.query(ctx, r.Expr)
+	rs.lastWarnings, rs.lastErrorHard = warnings, err != nil
+	rs.guards = notChecked(r.Guards)
 	if err == nil && len(warnings) > 0 {
 		// A warning means a partial or doubtful answer: an empty one may be
 		// "no data" rather than "no problem", and a partial one can invent
@@ -262,6 +352,7 @@ func (e *Engine) evalRule(ctx context.Context, rs *ruleState) {
 		rs.lastError = err.Error()
 		e.metrics.queryErrors.WithLabelValues(r.Name).Inc()
 		e.count(r, "skipped_"+SkipQueryError)
+		e.noteSkip(r, "", SkipQueryError, rs.lastError, now)
 		logger.Warn("rule query failed; no action", "reason", SkipQueryError, "err", err)
 		return
 	}
@@ -269,6 +360,7 @@ func (e *Engine) evalRule(ctx context.Context, rs *ruleState) {
 
 	nsLabel, podLabel := model.LabelName(r.TargetLabels.Namespace), model.LabelName(r.TargetLabels.Pod)
 	present := map[string]bool{}
+	var fresh []*Candidate         // new this evaluation
 	invalid := map[string]string{} // target → why its only series were ignored
 	var ignored []string
 	for _, s := range vec {
@@ -302,6 +394,7 @@ func (e *Engine) evalRule(ctx context.Context, rs *ruleState) {
 		if !ok {
 			c = &Candidate{Namespace: ns, Pod: pod, PendingSince: now}
 			rs.candidates[key] = c
+			fresh = append(fresh, c)
 			logger.Info("candidate pending", "target", key, "for", r.For)
 		}
 		c.Labels, c.Value, c.LastSeen = s.Metric, float64(s.Value), now
@@ -318,6 +411,16 @@ func (e *Engine) evalRule(ctx context.Context, rs *ruleState) {
 		}
 	}
 	e.metrics.pending.WithLabelValues(r.Name).Set(float64(len(rs.candidates)))
+	if e.plan {
+		e.seedHistory(ctx, rs, fresh, now)
+	}
+	if e.cfg.DryRun && e.kube != nil {
+		// Dry run with a cluster: say which live pod every candidate
+		// names, pending ones included. Reads only.
+		for _, key := range slices.Sorted(maps.Keys(rs.candidates)) {
+			e.resolve(ctx, r, rs.candidates[key])
+		}
+	}
 
 	var firing []*Candidate
 	for _, key := range slices.Sorted(maps.Keys(rs.candidates)) {
@@ -326,9 +429,12 @@ func (e *Engine) evalRule(ctx context.Context, rs *ruleState) {
 		}
 	}
 	if len(firing) == 0 {
+		if e.plan && len(r.Guards) > 0 {
+			e.checkGuards(ctx, rs) // what they say now, for the plan
+		}
 		return
 	}
-	guardReason, guardMsg := e.checkGuards(ctx, r)
+	guardReason, guardMsg := e.checkGuards(ctx, rs)
 	for _, c := range firing {
 		if guardReason != "" {
 			e.skip(r, c, guardReason, guardMsg)
@@ -352,38 +458,71 @@ func (e *Engine) sampleProblem(s *model.Sample, now time.Time) (reason, msg stri
 	return "", ""
 }
 
-// checkGuards runs every guard; each must answer at least one valid (a
-// number, not stale) sample.
-func (e *Engine) checkGuards(ctx context.Context, r *Rule) (reason, msg string) {
+// notChecked is the guard status before a check.
+func notChecked(guards []string) []GuardStatus {
+	out := make([]GuardStatus, len(guards))
+	for i, g := range guards {
+		out[i] = GuardStatus{Expr: g, Result: GuardNotChecked}
+	}
+	return out
+}
+
+// checkGuards runs the guards in order until one fails; each must answer
+// at least one valid (a number, not stale) sample. rs.guards records
+// what each said.
+func (e *Engine) checkGuards(ctx context.Context, rs *ruleState) (reason, msg string) {
+	r := rs.rule
 	now := e.clock.Now()
-	for _, g := range r.Guards {
-		vec, warnings, err := e.query(ctx, g)
-		if err == nil && len(warnings) > 0 {
-			err = fmt.Errorf("warnings: %s", strings.Join(warnings, "; "))
+	rs.guards = notChecked(r.Guards)
+	for i, g := range r.Guards {
+		reason, msg, warned := e.checkGuard(ctx, r, g, now)
+		switch {
+		case reason == "":
+			rs.guards[i].Result = GuardOK
+			rs.guards[i].Detail = msg
+			continue
+		case warned:
+			rs.guards[i].Result = GuardWarnings
+		case reason == SkipGuardError:
+			rs.guards[i].Result = GuardError
+		default:
+			rs.guards[i].Result = GuardFailed
 		}
-		if err != nil {
-			e.metrics.queryErrors.WithLabelValues(r.Name).Inc()
-			return SkipGuardError, fmt.Sprintf("guard %q: %v", g, err)
-		}
-		valid, why := 0, ""
-		for _, s := range vec {
-			if s == nil {
-				continue
-			}
-			if reason, msg := e.sampleProblem(s, now); reason != "" {
-				why = reason + ": " + msg
-				continue
-			}
-			valid++
-		}
-		if valid == 0 {
-			if why != "" {
-				return SkipGuardFailed, fmt.Sprintf("guard %q returned no valid sample (%s)", g, why)
-			}
-			return SkipGuardFailed, fmt.Sprintf("guard %q returned no sample", g)
-		}
+		rs.guards[i].Detail = msg
+		return reason, msg
 	}
 	return "", ""
+}
+
+// checkGuard runs one guard; on success msg counts the usable samples.
+// warned says the query answered with warnings (a guard_error too).
+func (e *Engine) checkGuard(ctx context.Context, r *Rule, g string, now time.Time) (reason, msg string, warned bool) {
+	vec, warnings, err := e.query(ctx, g)
+	if err == nil && len(warnings) > 0 {
+		err, warned = fmt.Errorf("warnings: %s", strings.Join(warnings, "; ")), true
+	}
+	if err != nil {
+		e.metrics.queryErrors.WithLabelValues(r.Name).Inc()
+		return SkipGuardError, fmt.Sprintf("guard %q: %v", g, err), warned
+	}
+	valid, why := 0, ""
+	for _, s := range vec {
+		if s == nil {
+			continue
+		}
+		if reason, msg := e.sampleProblem(s, now); reason != "" {
+			why = reason + ": " + msg
+			continue
+		}
+		valid++
+	}
+	if valid == 0 {
+		if why != "" {
+			return SkipGuardFailed, fmt.Sprintf("guard %q returned no valid sample (%s)", g, why), false
+		}
+		return SkipGuardFailed, fmt.Sprintf("guard %q returned no sample", g), false
+	}
+	return "", fmt.Sprintf("%d sample(s)", valid), false
 }
 
 // attempt runs the gates in order, cheapest and most local first, and acts
@@ -411,12 +550,29 @@ func (e *Engine) attempt(ctx context.Context, rs *ruleState, c *Candidate) {
 		return
 	}
 	if e.kube == nil {
-		e.skip(r, c, SkipKubeError, "no Kubernetes client configured")
+		if !dry {
+			e.skip(r, c, SkipKubeError, "no Kubernetes client configured")
+			return
+		}
+		// Plan mode without a cluster: everything Prometheus and the
+		// rule can decide says act; the live pod is not checked.
+		what := c.Key()
+		if r.Action == ActionRolloutRestart {
+			what = "the workload owning pod " + what
+		}
+		rec := Record{Rule: r.Name, Action: r.Action, Target: key, Time: now, DryRun: true}
+		e.ledger = append(e.ledger, rec)
+		e.finish(r, c, rec, ResultDryRun, fmt.Sprintf("dry run: would %s %s (the live pod is not checked: no Kubernetes)", r.Action, what))
+		c.PendingSince = now
 		return
 	}
 	getCtx, cancel := e.apiCtx(ctx)
 	pod, err := e.kube.CoreV1().Pods(c.Namespace).Get(getCtx, c.Pod, metav1.GetOptions{})
 	cancel()
+	e.noteKube(err)
+	if err == nil && !e.cfg.DryRun { // a global dry run resolved it already
+		c.Resolved = describePod(r, pod)
+	}
 	switch {
 	case apierrors.IsNotFound(err):
 		e.skip(r, c, SkipPodGone, "pod no longer exists")
@@ -443,6 +599,7 @@ func (e *Engine) attempt(ctx context.Context, rs *ruleState, c *Candidate) {
 		ownerCtx, cancel := e.apiCtx(ctx)
 		w, err := resolveOwner(ownerCtx, e.kube, pod)
 		cancel()
+		e.noteKube(err)
 		if err != nil {
 			reason := SkipKubeError
 			if errors.Is(err, errNoOwner) {
@@ -452,6 +609,7 @@ func (e *Engine) attempt(ctx context.Context, rs *ruleState, c *Candidate) {
 			return
 		}
 		target = w
+		c.Object = target.String()
 		if reason, msg := e.checkBudgets(r, key, target.String(), now, dry); reason != "" {
 			e.skip(r, c, reason, msg)
 			return
@@ -487,6 +645,7 @@ func (e *Engine) attempt(ctx context.Context, rs *ruleState, c *Candidate) {
 		err = rolloutRestart(actCtx, e.kube, target, now)
 	}
 	cancel()
+	e.noteKube(err)
 	result := classify(err)
 	if result != ResultSuccess {
 		msg := fmt.Sprintf("%s %s failed: %v", r.Action, target, err)
@@ -543,6 +702,9 @@ func (e *Engine) loadLedger(ctx context.Context) error {
 	if !e.loaded {
 		e.loaded = true
 		e.stateErr = e.syncLedger(ctx)
+		if e.stateErr == nil {
+			e.stateRead = e.clock.Now()
+		}
 		if e.stateErr != nil {
 			e.logger.Warn("state store does not agree; no action until it does", "reason", SkipStateError, "err", e.stateErr)
 		}
@@ -621,6 +783,7 @@ func (e *Engine) skip(r *Rule, c *Candidate, reason, msg string) {
 	result := "skipped_" + reason
 	e.count(r, result)
 	c.LastResult, c.LastMessage = result, msg
+	e.noteSkip(r, c.Key(), reason, msg, e.clock.Now())
 	e.logger.Info("no action", "rule", r.Name, "target", c.Key(), "reason", reason, "detail", msg)
 }
 
