@@ -210,3 +210,36 @@ func TestLoadRefusesWhatIsNotAConfigFile(t *testing.T) {
 		}
 	}
 }
+
+// --prometheus.url replaces the file's URL, may stand in for a missing
+// one, and a bad value names the flag, not the file.
+func TestPrometheusURLOverride(t *testing.T) {
+	rule := "rules:\n  - name: r\n    expr: up == 0\n    action: delete_pod\n    namespaces: [a]\n"
+	cfg, err := ParseWith([]byte("prometheus: {url: http://file:9090}\n"+rule), "test.yml", Overrides{PrometheusURL: "https://flag.example/prom"})
+	if err != nil || cfg.Prometheus.URL != "https://flag.example/prom" {
+		t.Fatalf("override: %v, url %q", err, cfg.Prometheus.URL)
+	}
+	if cfg, err := ParseWith([]byte(rule), "test.yml", Overrides{PrometheusURL: "http://flag:9090"}); err != nil || cfg.Prometheus.URL != "http://flag:9090" {
+		t.Errorf("a file without prometheus.url and the flag: %v", err)
+	}
+	for _, bad := range []string{"flag:9090", "ftp://flag", "http://", "http:///x", "://x"} {
+		_, err := ParseWith([]byte("prometheus: {url: http://file:9090}\n"+rule), "test.yml", Overrides{PrometheusURL: bad})
+		if err == nil || !strings.HasPrefix(err.Error(), "--prometheus.url must be an http(s) URL") || strings.Contains(err.Error(), "test.yml") {
+			t.Errorf("--prometheus.url=%q: %v", bad, err)
+		}
+	}
+	_, err = Parse([]byte(rule), "test.yml")
+	if err == nil || !strings.Contains(err.Error(), "test.yml:1: prometheus.url must be an http(s) URL with a host") || !strings.Contains(err.Error(), "--prometheus.url") {
+		t.Errorf("no URL anywhere: %v", err)
+	}
+}
+
+func TestProbeLabelsDefault(t *testing.T) {
+	cfg, err := Load("../examples/remediator.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl := cfg.Rules[0].ProbeLabels; pl.Module != "module" || pl.Target != "instance" {
+		t.Errorf("default probe labels %+v", pl)
+	}
+}
