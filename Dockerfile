@@ -1,10 +1,15 @@
 # syntax=docker/dockerfile:1
 #
-# Both commands, statically linked, in a distroless non-root image:
+# Both commands, statically linked, in a distroless non-root image (docker or podman):
 #   docker build -t greybox --build-arg VERSION=$(git describe --tags --always) \
 #     --build-arg REVISION=$(git rev-parse HEAD) --build-arg BRANCH=$(git rev-parse --abbrev-ref HEAD) .
-#   docker run -p 9116:9116 -v $PWD/examples/greybox.yml:/etc/greybox/greybox.yml:ro greybox
-#   docker run --entrypoint /bin/greybox-remediator greybox --config.file=/etc/greybox/remediator.yml
+# Tag and push it to your registry and set it in examples/kubernetes/kustomization.yaml
+# (README, "Deploying on Kubernetes"). To run it locally with the example configurations,
+# whose ttyd modules need secrets/ttyd-password next to greybox.yml:
+#   make examples/secrets/ttyd-password
+#   docker run --rm -p 9116:9116 -v "$PWD/examples:/etc/greybox:ro" greybox
+#   docker run --rm -v "$PWD/examples:/etc/greybox:ro" --entrypoint /bin/greybox-remediator greybox \
+#     --config.file=/etc/greybox/remediator.yml --config.check
 
 FROM golang:1.26 AS build
 WORKDIR /src
