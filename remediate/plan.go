@@ -76,16 +76,17 @@ type CandidatePlan struct {
 func (e *Engine) Plan(ctx context.Context) *Plan {
 	e.Evaluate(ctx)
 	e.evalMu.Lock()
+	defer e.evalMu.Unlock()
 	if e.kube != nil && !e.loaded {
 		// Nothing fired, so the state was not read: read it anyway, so
 		// budgets and cooldowns show what the cluster's remediator spent.
 		_ = e.loadLedger(ctx)
 		e.publish()
 	}
-	e.evalMu.Unlock()
+	now := e.clock.Now()
 
 	rules, _ := e.Status()
-	p := &Plan{Time: e.clock.Now(), Prometheus: redactedURL(e.cfg.Prometheus.URL), Kubernetes: e.kube != nil, StormGuard: e.StormGuard()}
+	p := &Plan{Time: now, Prometheus: redactedURL(e.cfg.Prometheus.URL), Kubernetes: e.kube != nil, StormGuard: e.StormGuard()}
 	switch st := e.StateError(); {
 	case e.kube == nil:
 		p.State = "not read (no Kubernetes): cooldowns and budgets count nothing done before this plan"
@@ -123,10 +124,12 @@ func (e *Engine) Plan(ctx context.Context) *Plan {
 			default:
 				cp.Decision, cp.Detail = DecisionWait, fmt.Sprintf("pending: acts once it has held for %s", r.For)
 			}
-			// The cooldown this plan's own action would start is not news.
-			if !c.CooldownUntil.IsZero() && cp.Decision != DecisionAct {
-				until := c.CooldownUntil
-				cp.CooldownUntil = &until
+			// Cooldowns from real actions only: the ones this plan's own
+			// actions would start are not news.
+			if last, ok := e.ledger.lastOn(c.Key(), c.Object, false); ok {
+				if until := last.Add(time.Duration(r.Cooldown)); until.After(now) {
+					cp.CooldownUntil = &until
+				}
 			}
 			rp.Candidates = append(rp.Candidates, cp)
 		}

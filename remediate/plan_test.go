@@ -210,6 +210,9 @@ func TestPlanSaysWhy(t *testing.T) {
 			if a.Decision != DecisionSkip || a.Reason != tc.reason || !strings.Contains(a.Detail, tc.detail) {
 				t.Errorf("got %+v, want skip %s (%s)", a, tc.reason, tc.detail)
 			}
+			if tc.reason == SkipCooldown && (a.CooldownUntil == nil || !a.CooldownUntil.Equal(t0.Add(20*time.Minute))) {
+				t.Errorf("cooldown until %v, want the record's time + 30m", a.CooldownUntil)
+			}
 			var text bytes.Buffer
 			_ = p.WriteText(&text)
 			if want := "    → skip, " + tc.reason + " (" + reasonText(tc.reason) + "): "; !strings.Contains(text.String(), want) {
