@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -189,5 +190,19 @@ func TestSIGTERMFinishesInFlightProbe(t *testing.T) {
 	}
 	if code := gb.wait(t, 30*time.Second); code != 0 {
 		t.Errorf("greybox exit code after SIGTERM = %d, want 0", code)
+	}
+}
+
+// --version shows what `make build` stamps in: version, revision, build
+// user and date.
+func TestVersionShowsBuildUserAndDate(t *testing.T) {
+	out, err := exec.Command(greyboxBin, "--version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, re := range []string{`(?m)^greybox, version \S+ \(branch: \S+, revision: \S+\)$`, `(?m)^\s+build user:\s+\S+@\S+$`, `(?m)^\s+build date:\s+\d{8}-\d\d:\d\d:\d\d$`} {
+		if !regexp.MustCompile(re).Match(out) {
+			t.Errorf("--version lacks %s:\n%s", re, out)
+		}
 	}
 }

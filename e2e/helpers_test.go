@@ -32,7 +32,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	greyboxBin = filepath.Join(dir, "greybox")
-	if out, err := exec.Command(goTool(), "build", "-o", greyboxBin, "../cmd/greybox").CombinedOutput(); err != nil {
+	// Built as `make build` builds it, so --version shows what a user's
+	// binary shows.
+	ldflags, err := exec.Command("make", "-s", "-C", "..", "print-ldflags").Output()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "make print-ldflags: %v\n", err)
+		os.Exit(1)
+	}
+	if out, err := exec.Command(goTool(), "build", "-ldflags", strings.TrimSpace(string(ldflags)), "-o", greyboxBin, "../cmd/greybox").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building greybox: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +42,10 @@ type HandlerOptions struct {
 	MaxBodyMemory int64
 	// Resolver looks names up for every probe; nil is net.DefaultResolver.
 	Resolver *net.Resolver
+	// LogProber is the level of the one line a failed probe writes to
+	// the process log (LogNone: no line). A probe's own lines go there at
+	// debug level only.
+	LogProber slog.Level
 }
 
 // Handler serves /probe.
@@ -113,9 +118,20 @@ func NewHandler(o HandlerOptions) *Handler {
 	return h
 }
 
-func (h *Handler) refuse(w http.ResponseWriter, module, result string, code int, reason string) {
+// refuse answers a request that is not probed, and keeps it in history
+// with its reason: a target whose up is 0 because of a 403 shows why on
+// the landing page.
+func (h *Handler) refuse(w http.ResponseWriter, module, target, result string, code int, reason string) {
 	h.requests.WithLabelValues(module, result).Inc()
 	http.Error(w, reason, code)
+	if module == "" || target == "" {
+		return // nothing to show it under
+	}
+	h.opts.History.Add(&Entry{
+		Module: module, Target: truncate(Redact(target), 512), Start: time.Now(),
+		Status: code, Reason: truncate(reason, maxReason),
+		Logs: fmt.Sprintf("refused with %d %s: %s\n", code, http.StatusText(code), reason),
+	})
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -126,32 +142,32 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		moduleName = cfg.DefaultModule
 	}
 	if moduleName == "" {
-		h.refuse(w, "", resultBadRequest, http.StatusBadRequest, "module parameter is missing")
+		h.refuse(w, "", "", resultBadRequest, http.StatusBadRequest, "module parameter is missing")
 		return
 	}
 	module, ok := cfg.Modules[moduleName]
 	if !ok {
-		h.refuse(w, "", resultBadRequest, http.StatusBadRequest, fmt.Sprintf("unknown module %q", oneLine(moduleName)))
+		h.refuse(w, "", "", resultBadRequest, http.StatusBadRequest, fmt.Sprintf("unknown module %q", oneLine(moduleName)))
 		return
 	}
 	target := params.Get("target")
 	if target == "" {
-		h.refuse(w, moduleName, resultBadRequest, http.StatusBadRequest, "target parameter is missing")
+		h.refuse(w, moduleName, "", resultBadRequest, http.StatusBadRequest, "target parameter is missing")
 		return
 	}
 	if len(target) > MaxTargetLength {
-		h.refuse(w, moduleName, resultBadRequest, http.StatusBadRequest,
+		h.refuse(w, moduleName, "", resultBadRequest, http.StatusBadRequest,
 			fmt.Sprintf("target is %d bytes; the limit is %d", len(target), MaxTargetLength))
 		return
 	}
 	spec, ok := Lookup(module.Prober)
 	if !ok {
-		h.refuse(w, moduleName, resultBadRequest, http.StatusBadRequest, fmt.Sprintf("module %q uses unknown prober %q", moduleName, module.Prober))
+		h.refuse(w, moduleName, target, resultBadRequest, http.StatusBadRequest, fmt.Sprintf("module %q uses unknown prober %q", moduleName, module.Prober))
 		return
 	}
 	timeout, err := probeTimeout(r, *module, h.opts.TimeoutOffset)
 	if err != nil {
-		h.refuse(w, moduleName, resultBadRequest, http.StatusBadRequest, err.Error())
+		h.refuse(w, moduleName, target, resultBadRequest, http.StatusBadRequest, err.Error())
 		return
 	}
 	debug := params.Get("debug") == "true"
@@ -165,7 +181,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	select {
 	case h.slots <- struct{}{}:
 	default:
-		h.refuse(w, moduleName, resultOverloaded, http.StatusServiceUnavailable,
+		h.refuse(w, moduleName, target, resultOverloaded, http.StatusServiceUnavailable,
 			fmt.Sprintf("too many probes in flight (limit %d)", cap(h.slots)))
 		return
 	}
@@ -182,17 +198,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		release()
 		var te *TargetError
 		if errors.As(err, &te) && te.Forbidden {
-			h.refuse(w, moduleName, resultForbidden, http.StatusForbidden, oneLine(Redact(err.Error())))
+			h.refuse(w, moduleName, target, resultForbidden, http.StatusForbidden, oneLine(Redact(err.Error())))
 			return
 		}
-		h.refuse(w, moduleName, resultBadRequest, http.StatusBadRequest, oneLine(Redact(err.Error())))
+		h.refuse(w, moduleName, target, resultBadRequest, http.StatusBadRequest, oneLine(Redact(err.Error())))
 		return
 	}
 
 	logs := &limitedBuffer{max: maxProbeLog}
+	reason := newReasonCapture()
 	logger := slog.New(redactHandler{slog.NewMultiHandler(
 		slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}),
-		h.opts.Logger.Handler(),
+		asDebug{h.opts.Logger.Handler()},
+		reason,
 	)}).With("module", moduleName, "target", shown)
 
 	reg := prometheus.NewRegistry()
@@ -214,6 +232,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		logger.Debug("probe failed", "duration_seconds", elapsed.Seconds())
 		h.requests.WithLabelValues(moduleName, resultFailure).Inc()
+		if h.opts.LogProber < LogNone {
+			h.opts.Logger.Log(ctx, h.opts.LogProber, "probe failed", "module", moduleName, "target", shown,
+				"duration_seconds", elapsed.Seconds(), "reason", reason.Reason())
+		}
 	}
 	h.duration.WithLabelValues(moduleName).Observe(elapsed.Seconds())
 
@@ -224,6 +246,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	entry := &Entry{
 		Module: moduleName, Target: shown, Start: start, Duration: elapsed, Success: success,
 		Logs: logs.String(), Metrics: mfs, ModuleYAML: module.YAML(),
+	}
+	if !success {
+		entry.Reason = reason.Reason()
+		if entry.Reason == "" {
+			entry.Reason = "failed without an error line; see the probe's log"
+		}
 	}
 	h.opts.History.Add(entry)
 	if debug {
@@ -262,7 +290,12 @@ const overrunGrace = 250 * time.Millisecond
 func (h *Handler) run(ctx context.Context, fn ProbeFunc, target string, m config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env, release func()) bool {
 	done := make(chan bool, 1)
 	go func() {
-		ok := runProbe(ctx, fn, target, m, reg, logger, env)
+		ok, panicked := runProbe(ctx, fn, target, m, reg, logger, env)
+		if panicked != "" {
+			// A bug, not the target's state: the process log shows it at
+			// any --log.prober.
+			h.opts.Logger.Error("prober panicked; reporting failure", "prober", m.Prober, "panic", panicked)
+		}
 		// Free the slot before answering: once a probe has answered from
 		// here, its slot is free for the next request.
 		release()
@@ -280,6 +313,7 @@ func (h *Handler) run(ctx context.Context, fn ProbeFunc, target string, m config
 		return ok
 	case <-t.C:
 		h.overruns.Inc()
+		h.opts.Logger.Warn("prober did not return by its deadline; answering without it", "prober", m.Prober)
 		logger.Error("prober did not return by its deadline; answering without it", "prober", m.Prober)
 		return false
 	}
@@ -287,14 +321,15 @@ func (h *Handler) run(ctx context.Context, fn ProbeFunc, target string, m config
 
 // runProbe turns a prober panic into a failed probe with a log line, so one
 // bad upstream answer cannot take the server down.
-func runProbe(ctx context.Context, fn ProbeFunc, target string, m config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) (ok bool) {
+func runProbe(ctx context.Context, fn ProbeFunc, target string, m config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) (ok bool, panicked string) {
 	defer func() {
 		if p := recover(); p != nil {
-			logger.Error("prober panicked; reporting failure", "panic", fmt.Sprint(p))
+			panicked = Redact(fmt.Sprint(p))
+			logger.Error("prober panicked; reporting failure", "panic", panicked)
 			ok = false
 		}
 	}()
-	return fn(ctx, target, m, reg, logger, env)
+	return fn(ctx, target, m, reg, logger, env), ""
 }
 
 // checkTarget applies the prober's own target check, or for URL probers
@@ -338,8 +373,21 @@ func settingsProxy(m config.Module) ProxyFunc {
 	return ProxyFunc(c.ProxyConfig.Proxy())
 }
 
-// ParseHTTPTarget accepts an absolute http(s) URL with a host.
+var hasScheme = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9+.-]*://`)
+
+// WithScheme gives a target without a scheme ("host:8080/path") http://,
+// as blackbox_exporter does; one with another scheme is left to be refused.
+func WithScheme(target string) string {
+	if hasScheme.MatchString(target) {
+		return target
+	}
+	return "http://" + target
+}
+
+// ParseHTTPTarget accepts an http(s) URL with a host; without a scheme the
+// target is taken as http://.
 func ParseHTTPTarget(target string) (*url.URL, error) {
+	target = WithScheme(target)
 	u, err := url.Parse(target)
 	if err != nil {
 		return nil, &TargetError{Reason: fmt.Sprintf("target is not a URL: %v", err)}

@@ -19,6 +19,12 @@ type Entry struct {
 	Start    time.Time
 	Duration time.Duration
 	Success  bool
+	// Status is the HTTP status of a refused request (400, 403, 503), which
+	// never ran; 0 for a probe that ran.
+	Status int
+	// Reason is why a probe failed or was refused, in one line: the
+	// probe's first error, not its whole log.
+	Reason string
 	// The parts of the debug report, kept raw: most entries are never
 	// looked at, so rendering waits until someone does.
 	Logs       string
@@ -83,7 +89,7 @@ const entryOverhead = 256
 // weigh estimates what e holds in memory: its strings and its metric
 // families (names, help, label pairs and values).
 func (e *Entry) weigh() int64 {
-	n := int64(entryOverhead + len(e.Module) + len(e.Target) + len(e.Logs))
+	n := int64(entryOverhead + len(e.Module) + len(e.Target) + len(e.Logs) + len(e.Reason))
 	for _, mf := range e.Metrics {
 		n += int64(64 + len(mf.GetName()) + len(mf.GetHelp()))
 		for _, m := range mf.GetMetric() {

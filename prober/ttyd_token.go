@@ -111,7 +111,7 @@ func ttydIsUnrouted(status int, contentType string, body []byte) bool {
 // ttydBaseURL parses a probe target: an http(s) base URL whose path is
 // ttyd's -b base path.
 func ttydBaseURL(target string) (*url.URL, error) {
-	u, err := url.Parse(target)
+	u, err := url.Parse(WithScheme(target))
 	if err != nil {
 		return nil, fmt.Errorf("target is not a URL: %w", err)
 	}

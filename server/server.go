@@ -61,6 +61,9 @@ type Options struct {
 	// MaxBodyMemory bounds response bytes held by probes in flight.
 	MaxBodyMemory int64
 	TimeoutOffset time.Duration
+	// LogProber is the level of a failed probe's one process-log line
+	// (prober.LogNone: none).
+	LogProber slog.Level
 	// Resolver looks names up for probes; nil is net.DefaultResolver.
 	Resolver *net.Resolver
 	// Kube returns the Kubernetes client for probers that need one.
@@ -92,6 +95,7 @@ func New(o Options) *Server {
 		Logger:        o.Logger,
 		History:       s.history,
 		TimeoutOffset: o.TimeoutOffset,
+		LogProber:     o.LogProber,
 		MaxInFlight:   o.MaxInFlight,
 		MaxBodyMemory: o.MaxBodyMemory,
 		Resolver:      o.Resolver,

@@ -36,7 +36,8 @@ func run() int {
 	var (
 		configFile      = app.Flag("config.file", "Probe configuration file.").Default("greybox.yml").String()
 		configCheck     = app.Flag("config.check", "Validate the configuration file and exit (non-zero on error).").Bool()
-		timeoutOffset   = app.Flag("timeout-offset", "Subtracted from Prometheus' scrape timeout to leave time for the answer.").Default("0.5s").Duration()
+		timeoutOffset   = seconds(app.Flag("timeout-offset", "Subtracted from Prometheus' scrape timeout to leave time for the answer: seconds (0.5) or a duration (500ms).").Default("0.5"))
+		logProber       = proberLevel(app.Flag("log.prober", "Level of the one line a failed probe writes to the process log: debug, info, warn, error or none. A probe's own lines go to the process log at debug level; debug=true and /logs always have them.").Default("warn"))
 		maxInFlight     = app.Flag("probes.max-in-flight", "Probes allowed to run at once; past it /probe answers 503 immediately.").Default("100").Int()
 		maxBodyMemory   = app.Flag("probes.max-body-memory", "Response bytes all probes in flight may hold in memory at once; a probe that would pass it fails.").Default("64MiB").Bytes()
 		historySize     = app.Flag("history.limit", "Recent probes kept for the landing page and /logs (failures are kept as many again).").Default("100").Int()
@@ -98,6 +99,7 @@ func run() int {
 		MaxBodyMemory: int64(*maxBodyMemory),
 		MaxInFlight:   *maxInFlight,
 		TimeoutOffset: *timeoutOffset,
+		LogProber:     *logProber,
 		Kube:          kubeClient,
 	})
 

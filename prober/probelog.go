@@ -1,0 +1,119 @@
+package prober
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+)
+
+// LogNone as --log.prober: a failed probe writes nothing to the process log.
+const LogNone = slog.Level(1 << 20)
+
+// ParseProberLevel reads --log.prober: debug, info, warn, error or none.
+func ParseProberLevel(s string) (slog.Level, error) {
+	if strings.EqualFold(s, "none") {
+		return LogNone, nil
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q is not one of debug, info, warn, error, none", s)
+	}
+	return l, nil
+}
+
+// asDebug passes a probe's lines to the process log at debug level: a
+// healthy probe is silent at --log.level=info, and --log.level=debug
+// still shows every line of every probe. What a failure writes at
+// --log.prober's level is one summary line, written by the handler.
+type asDebug struct{ next slog.Handler }
+
+func (h asDebug) Enabled(ctx context.Context, _ slog.Level) bool {
+	return h.next.Enabled(ctx, slog.LevelDebug)
+}
+
+func (h asDebug) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = slog.LevelDebug
+	return h.next.Handle(ctx, r)
+}
+
+func (h asDebug) WithAttrs(as []slog.Attr) slog.Handler { return asDebug{h.next.WithAttrs(as)} }
+func (h asDebug) WithGroup(name string) slog.Handler    { return asDebug{h.next.WithGroup(name)} }
+
+// maxReason bounds the one-line failure reason kept per probe.
+const maxReason = 300
+
+// reasonCapture keeps the first error-level line of a probe, as one line
+// "message: key=value …": the landing page's "why" and the process log's
+// failure line, without the debug dump.
+type reasonCapture struct {
+	mu     *sync.Mutex
+	reason *string
+	attrs  []slog.Attr // from With, minus the module and target every line has
+	group  string
+}
+
+func newReasonCapture() reasonCapture {
+	return reasonCapture{mu: &sync.Mutex{}, reason: new(string)}
+}
+
+func (c reasonCapture) Reason() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return *c.reason
+}
+
+func (c reasonCapture) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelError }
+
+func (c reasonCapture) Handle(_ context.Context, r slog.Record) error {
+	if r.Level < slog.LevelError {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if *c.reason != "" {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString(r.Message)
+	sep := ": "
+	add := func(a slog.Attr) bool {
+		if a.Key == "module" || a.Key == "target" {
+			return true
+		}
+		b.WriteString(sep)
+		sep = " "
+		if c.group != "" {
+			b.WriteString(c.group + ".")
+		}
+		fmt.Fprintf(&b, "%s=%v", a.Key, a.Value.Resolve())
+		return true
+	}
+	for _, a := range c.attrs {
+		add(a)
+	}
+	r.Attrs(add)
+	*c.reason = oneLine(truncate(b.String(), maxReason))
+	return nil
+}
+
+func (c reasonCapture) WithAttrs(as []slog.Attr) slog.Handler {
+	c.attrs = append(c.attrs[:len(c.attrs):len(c.attrs)], as...)
+	return c
+}
+
+func (c reasonCapture) WithGroup(name string) slog.Handler {
+	if c.group != "" {
+		name = c.group + "." + name
+	}
+	c.group = name
+	return c
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
