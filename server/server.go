@@ -4,12 +4,10 @@ package server
 
 import (
 	"fmt"
-	"html/template"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
-	"slices"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,7 +15,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/prometheus/common/version"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/greybox-probe/greybox/config"
@@ -35,6 +32,8 @@ type Server struct {
 	Logger     *slog.Logger
 	Registry   *prometheus.Registry
 
+	base    string // path prefix of every link: --web.external-url's path
+	prefix  string // where routes are served: --web.route-prefix, "" for /
 	cfg     *config.SafeConfig
 	history *prober.History
 	probe   *prober.Handler
@@ -68,6 +67,13 @@ type Options struct {
 	Resolver *net.Resolver
 	// Kube returns the Kubernetes client for probers that need one.
 	Kube func() (kubernetes.Interface, error)
+	// ExternalURL is where users reach greybox (behind a reverse proxy
+	// that may strip a path); every link starts with its path.
+	ExternalURL *url.URL
+	// RoutePrefix is the path the endpoints are served under ("" or "/":
+	// the root). greybox's flag defaults it to ExternalURL's path, as
+	// Prometheus does; a proxy that strips the path wants it at the root.
+	RoutePrefix string
 }
 
 // New builds the server around an already-validated config.
@@ -79,6 +85,13 @@ func New(o Options) *Server {
 		cfg:        config.NewSafeConfig(o.Config),
 		history:    prober.NewHistory(o.HistorySize, o.HistoryBytes),
 		mux:        http.NewServeMux(),
+	}
+	if o.ExternalURL != nil {
+		s.base = strings.TrimRight(o.ExternalURL.Path, "/")
+	}
+	s.prefix = strings.TrimRight(o.RoutePrefix, "/")
+	if o.ExternalURL == nil {
+		s.base = s.prefix // reached directly: links follow the routes
 	}
 	s.reloads.ok = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "greybox_config_last_reload_successful", Help: "Whether the last configuration reload succeeded.",
@@ -113,8 +126,29 @@ func New(o Options) *Server {
 	return s
 }
 
-// ServeHTTP makes Server an http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP makes Server an http.Handler. Under a route prefix, "/"
+// redirects to it and everything else outside it is 404.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.prefix == "" {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	if r.URL.Path == "/" || r.URL.Path == s.prefix {
+		http.Redirect(w, r, s.base+"/", http.StatusFound)
+		return
+	}
+	rest, ok := strings.CutPrefix(r.URL.Path, s.prefix)
+	if !ok || !strings.HasPrefix(rest, "/") {
+		http.NotFound(w, r)
+		return
+	}
+	r2 := new(http.Request)
+	*r2 = *r
+	u := *r.URL
+	u.Path, u.RawPath = rest, ""
+	r2.URL = &u
+	s.mux.ServeHTTP(w, r2)
+}
 
 // HistoryBytes is the memory the probe history holds, as it estimates it.
 func (s *Server) HistoryBytes() int64 { return s.history.Bytes() }
@@ -187,57 +221,15 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such probe in history (it may have rotated out)", http.StatusNotFound)
 		return
 	}
+	if wantsHTML(r) {
+		s.render(w, logsPage, s.page(map[string]any{"Entry": e}))
+		return
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintf(w, "Probe %d: module=%s target=%s at %s, %s, success=%t\n\n", e.ID, e.Module, e.Target,
-		e.Start.UTC().Format(time.RFC3339), e.Duration.Round(time.Microsecond), e.Success)
-	fmt.Fprint(w, e.Debug())
-}
-
-// shortTarget keeps a long target from filling the page (and its memory):
-// the whole target is in the probe's logs.
-func shortTarget(t string) string {
-	const max = 160
-	if len(t) <= max {
-		return t
+	fmt.Fprintf(w, "Probe %d: module=%s target=%s at %s, %s, %s\n", e.ID, e.Module, e.Target,
+		e.Start.UTC().Format(time.RFC3339), human(e.Duration), result(e))
+	if e.Reason != "" {
+		fmt.Fprintf(w, "Reason: %s\n", e.Reason)
 	}
-	return strings.ToValidUTF8(t[:max], "") + "…"
-}
-
-var landing = template.Must(template.New("landing").Funcs(template.FuncMap{"short": shortTarget}).Parse(`<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>greybox</title>
-<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}.fail{color:#b00}.ok{color:#070}</style>
-</head><body>
-<h1>greybox</h1>
-<p>Probes what black-box checks miss. Version {{.Version}}.
-<a href="/metrics">Metrics</a> · <a href="/config">Configuration</a> · <a href="/-/healthy">Health</a></p>
-<h2>Modules</h2>
-<table><tr><th>Module</th><th>Prober</th><th>Timeout</th><th>Allowed targets</th></tr>
-{{range .Modules}}<tr><td>{{.Name}}</td><td>{{.Prober}}</td><td>{{.Timeout}}</td><td>{{if .AllowedTargets.Entries}}{{range .AllowedTargets.Entries}}{{.}} {{end}}{{else}}any{{end}}</td></tr>
-{{end}}</table>
-<p>Try: <code>/probe?module=&lt;module&gt;&amp;target=&lt;target&gt;&amp;debug=true</code></p>
-<h2>Recent probes</h2>
-<table><tr><th>Time (UTC)</th><th>Module</th><th>Target</th><th>Result</th><th>Duration</th><th>Debug</th></tr>
-{{range .History}}<tr><td>{{.Start.UTC.Format "2006-01-02 15:04:05"}}</td><td>{{.Module}}</td><td>{{short .Target}}</td>
-<td>{{if .Success}}<span class="ok">success</span>{{else}}<span class="fail">failure</span>{{end}}</td><td>{{.Duration}}</td>
-<td><a href="/logs?id={{.ID}}">logs</a>{{if le (len .Target) 512}} · <a href="/logs?module={{.Module}}&amp;target={{.Target}}">newest</a>{{end}}</td></tr>
-{{else}}<tr><td colspan="6">No probes yet.</td></tr>
-{{end}}</table>
-</body></html>
-`))
-
-func (s *Server) handleLanding(w http.ResponseWriter, _ *http.Request) {
-	cfg := s.cfg.Get()
-	mods := make([]*config.Module, 0, len(cfg.Modules))
-	for _, name := range slices.Sorted(maps.Keys(cfg.Modules)) {
-		mods = append(mods, cfg.Modules[name])
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	err := landing.Execute(w, map[string]any{
-		"Version": version.Version,
-		"Modules": mods,
-		"History": s.history.List(),
-	})
-	if err != nil {
-		s.Logger.Error("rendering landing page", "err", err)
-	}
+	fmt.Fprint(w, "\n", e.Debug())
 }

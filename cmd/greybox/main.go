@@ -43,6 +43,8 @@ func run() int {
 		historySize     = app.Flag("history.limit", "Recent probes kept for the landing page and /logs (failures are kept as many again).").Default("100").Int()
 		historyBytes    = app.Flag("history.max-bytes", "Memory history may hold in all (logs, targets, metrics); past it the oldest probes go, successes first.").Default("16MiB").Bytes()
 		shutdownTimeout = app.Flag("web.shutdown-timeout", "How long in-flight probes may take to finish after SIGTERM.").Default("15s").Duration()
+		externalURL     = app.Flag("web.external-url", "URL under which greybox is reached (behind a reverse proxy, say); links on its pages use its path.").Default("").String()
+		routePrefix     = app.Flag("web.route-prefix", "Path prefix the endpoints are served under. Defaults to --web.external-url's path.").Default("").String()
 		webFlags        = kingpinflag.AddFlags(app, ":9116")
 		kubeOpts        = kube.AddFlags(app, "greybox/"+version.Version)
 	)
@@ -55,6 +57,11 @@ func run() int {
 		return 2
 	}
 	logger := promslog.New(logCfg)
+	extURL, prefix, err := webPaths(*externalURL, *routePrefix)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
 	prober.UserAgent = "greybox/" + version.Version
 
 	cfg, err := config.Load(*configFile)
@@ -100,6 +107,8 @@ func run() int {
 		MaxInFlight:   *maxInFlight,
 		TimeoutOffset: *timeoutOffset,
 		LogProber:     *logProber,
+		ExternalURL:   extURL,
+		RoutePrefix:   prefix,
 		Kube:          kubeClient,
 	})
 

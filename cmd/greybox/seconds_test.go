@@ -46,3 +46,35 @@ func TestFlagValues(t *testing.T) {
 		}
 	}
 }
+
+func TestWebPaths(t *testing.T) {
+	for _, tc := range []struct {
+		external, prefix string
+		base, route      string
+		err              string
+	}{
+		{"", "", "", "", ""},
+		{"http://proxy.example:8080/greybox/", "", "/greybox", "/greybox", ""},
+		{"https://proxy.example/greybox", "/", "/greybox", "", ""}, // the proxy strips the path
+		{"", "probes/", "", "/probes", ""},
+		{"proxy.example/greybox", "", "", "", "--web.external-url: "},
+		{"ftp://proxy.example/", "", "", "", "--web.external-url: "},
+		{"http://proxy.example/?x=1", "", "", "", "--web.external-url: "},
+		{"", "/a?b", "", "", "--web.route-prefix: "},
+	} {
+		u, route, err := webPaths(tc.external, tc.prefix)
+		if tc.err != "" {
+			if err == nil || !strings.HasPrefix(err.Error(), tc.err) {
+				t.Errorf("%q %q: error %v, want %q", tc.external, tc.prefix, err, tc.err)
+			}
+			continue
+		}
+		base := ""
+		if u != nil {
+			base = u.Path
+		}
+		if err != nil || base != tc.base || route != tc.route {
+			t.Errorf("%q %q: base %q route %q err %v, want %q %q", tc.external, tc.prefix, base, route, err, tc.base, tc.route)
+		}
+	}
+}
