@@ -2,39 +2,25 @@ package server
 
 import (
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/greybox-probe/greybox/config"
 )
 
 func newPrefixedServer(t *testing.T, external, prefix string) *Server {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "greybox.yml")
-	if err := os.WriteFile(path, []byte(goodConfig), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var u *url.URL
 	if external != "" {
+		var err error
 		if u, err = url.Parse(external); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return New(Options{ConfigFile: path, Config: cfg, Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(),
-		HistorySize: 10, ExternalURL: u, RoutePrefix: prefix})
+	s, _ := newTestServerWith(t, Options{ExternalURL: u, RoutePrefix: prefix})
+	return s
 }
 
 // The landing page's current state names each module × target once, its

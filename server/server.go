@@ -137,17 +137,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, s.base+"/", http.StatusFound)
 		return
 	}
-	rest, ok := strings.CutPrefix(r.URL.Path, s.prefix)
-	if !ok || !strings.HasPrefix(rest, "/") {
+	// "/gbx" is not under "/gb": only the prefix followed by a slash is.
+	if !strings.HasPrefix(r.URL.Path, s.prefix+"/") {
 		http.NotFound(w, r)
 		return
 	}
-	r2 := new(http.Request)
-	*r2 = *r
-	u := *r.URL
-	u.Path, u.RawPath = rest, ""
-	r2.URL = &u
-	s.mux.ServeHTTP(w, r2)
+	http.StripPrefix(s.prefix, s.mux).ServeHTTP(w, r)
 }
 
 // HistoryBytes is the memory the probe history holds, as it estimates it.

@@ -35,6 +35,13 @@ modules:
 
 func newTestServer(t *testing.T) (*Server, string) {
 	t.Helper()
+	return newTestServerWith(t, Options{})
+}
+
+// newTestServerWith is newTestServer with o's web options (external URL,
+// route prefix) on top of the test config.
+func newTestServerWith(t *testing.T, o Options) (*Server, string) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "greybox.yml")
 	if err := os.WriteFile(path, []byte(goodConfig), 0o600); err != nil {
 		t.Fatal(err)
@@ -43,8 +50,8 @@ func newTestServer(t *testing.T) (*Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(Options{ConfigFile: path, Config: cfg, Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), HistorySize: 10})
-	return s, path
+	o.ConfigFile, o.Config, o.Logger, o.Registry, o.HistorySize = path, cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), 10
+	return New(o), path
 }
 
 func do(s http.Handler, method, url string) *httptest.ResponseRecorder {
