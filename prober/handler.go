@@ -165,6 +165,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, moduleName, target, resultBadRequest, http.StatusBadRequest, fmt.Sprintf("module %q uses unknown prober %q", moduleName, module.Prober))
 		return
 	}
+	// An empty hostname is no hostname, as in blackbox_exporter (and as
+	// the landing page's form sends it).
+	hostname := params.Get("hostname")
+	if hostname != "" {
+		m, err := moduleWithHostname(moduleName, module, hostname)
+		if err != nil {
+			h.refuse(w, moduleName, target, resultBadRequest, http.StatusBadRequest, err.Error())
+			return
+		}
+		module = m
+	}
 	timeout, err := probeTimeout(r, *module, h.opts.TimeoutOffset)
 	if err != nil {
 		h.refuse(w, moduleName, target, resultBadRequest, http.StatusBadRequest, err.Error())
@@ -221,6 +232,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	timeoutGauge.Set(timeout.Seconds())
 
 	logger.Debug("beginning probe", "prober", module.Prober, "timeout_seconds", timeout.Seconds())
+	if hostname != "" {
+		logger.Info("hostname parameter: Host header and TLS server name", "hostname", hostname)
+	}
 	start := time.Now()
 	success := h.run(ctx, spec.Probe, target, *module, reg, logger, env, release)
 	elapsed := time.Since(start)
@@ -244,7 +258,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		logger.Error("gathering probe metrics failed", "err", gatherErr)
 	}
 	entry := &Entry{
-		Module: moduleName, Target: shown, Start: start, Duration: elapsed, Success: success,
+		Module: moduleName, Target: shown, Hostname: hostname, Start: start, Duration: elapsed, Success: success,
 		Logs: logs.String(), Metrics: mfs, ModuleYAML: module.YAML(),
 	}
 	if !success {
@@ -475,4 +489,24 @@ func (l *limitedBuffer) String() string {
 		return l.buf.String() + "\n… log truncated\n"
 	}
 	return l.buf.String()
+}
+
+// moduleWithHostname is the module as this one probe runs it with the
+// hostname parameter: a copy, the configured module is shared.
+func moduleWithHostname(name string, module *config.Module, v string) (*config.Module, error) {
+	hs, ok := module.Settings.(HostnameSettings)
+	if !ok {
+		return nil, fmt.Errorf("module %q (prober %s) does not take a hostname parameter; http, ttyd_token and ttyd_ws do", name, module.Prober)
+	}
+	h, err := ParseHostname(v)
+	if err != nil {
+		return nil, err
+	}
+	settings, err := hs.WithHostname(h)
+	if err != nil {
+		return nil, fmt.Errorf("module %q: %w", name, err)
+	}
+	m := *module
+	m.Settings = settings
+	return &m, nil
 }

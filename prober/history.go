@@ -13,9 +13,12 @@ import (
 
 // Entry is one finished probe as kept in history.
 type Entry struct {
-	ID       int64
-	Module   string
-	Target   string
+	ID     int64
+	Module string
+	Target string
+	// Hostname is the probe's hostname parameter, if it had one: the same
+	// target under another Host is another thing probed.
+	Hostname string
 	Start    time.Time
 	Duration time.Duration
 	Success  bool

@@ -25,11 +25,11 @@ type stateRow struct {
 
 // currentState groups history by module and target, failing rows first.
 func currentState(entries []*prober.Entry) []stateRow {
-	type key struct{ module, target string }
+	type key struct{ module, target, hostname string }
 	idx := map[key]int{}
 	var rows []stateRow
 	for _, e := range entries { // newest first
-		k := key{e.Module, e.Target}
+		k := key{e.Module, e.Target, e.Hostname}
 		i, ok := idx[k]
 		if !ok {
 			i = len(rows)
@@ -141,11 +141,11 @@ var landing = template.Must(template.New("landing").Funcs(funcs).Parse(`<!DOCTYP
 <h2 id="state">Current state</h2>
 <div class="scroll"><table id="state-table"><tr><th>Module</th><th>Target</th><th>Last result</th><th>When</th><th>Took</th><th>Last failure</th><th>Links</th></tr>
 {{range .State}}{{$l := .Last}}<tr class="state-row">
-<td>{{$l.Module}}</td><td><code>{{short $l.Target}}</code></td>
+<td>{{$l.Module}}</td><td><code>{{short $l.Target}}</code>{{with $l.Hostname}} <small>Host: <code>{{.}}</code></small>{{end}}</td>
 <td>{{if $l.Status}}<span class="refused">{{result $l}}</span>{{else if $l.Success}}<span class="ok">success</span>{{else}}<span class="fail">failure</span>{{end}}</td>
 <td title="{{utc $l.Start}} UTC">{{index $.Ago $l.ID}}</td><td>{{if $l.Status}}–{{else}}{{human $l.Duration}}{{end}}</td>
 <td class="reason">{{with .LastFailure}}{{.Reason}}{{if ne .ID $l.ID}} <small>({{index $.Ago .ID}})</small>{{end}}{{else}}–{{end}}</td>
-<td>{{if linkable $l.Target}}<a href="{{$.Base}}/logs?module={{$l.Module}}&amp;target={{$l.Target}}">logs</a> · <a href="{{$.Base}}/probe?module={{$l.Module}}&amp;target={{$l.Target}}">probe</a> · <a href="{{$.Base}}/probe?module={{$l.Module}}&amp;target={{$l.Target}}&amp;debug=true">debug</a>{{else}}<a href="{{$.Base}}/logs?id={{$l.ID}}">logs</a>{{end}}</td></tr>
+<td>{{if linkable $l.Target}}<a href="{{$.Base}}/logs?module={{$l.Module}}&amp;target={{$l.Target}}">logs</a> · <a href="{{$.Base}}/probe?module={{$l.Module}}&amp;target={{$l.Target}}{{with $l.Hostname}}&amp;hostname={{.}}{{end}}">probe</a> · <a href="{{$.Base}}/probe?module={{$l.Module}}&amp;target={{$l.Target}}{{with $l.Hostname}}&amp;hostname={{.}}{{end}}&amp;debug=true">debug</a>{{else}}<a href="{{$.Base}}/logs?id={{$l.ID}}">logs</a>{{end}}</td></tr>
 {{else}}<tr><td colspan="7">No probes yet.</td></tr>
 {{end}}</table></div>
 
@@ -153,6 +153,7 @@ var landing = template.Must(template.New("landing").Funcs(funcs).Parse(`<!DOCTYP
 <form action="{{.Base}}/probe" method="get">
 <label>Module <select name="module">{{range .Modules}}<option>{{.Name}}</option>{{end}}</select></label>
 <label>Target <input name="target" size="40" placeholder="http://127.0.0.1:8080/" required></label>
+<label>Hostname <input name="hostname" size="24" placeholder="optional Host / SNI"></label>
 <label><input type="checkbox" name="debug" value="true" checked> debug</label>
 <button type="submit">Probe</button></form>
 
@@ -163,7 +164,7 @@ var landing = template.Must(template.New("landing").Funcs(funcs).Parse(`<!DOCTYP
 
 <h2>Recent probes</h2>
 <div class="scroll"><table id="history"><tr><th>Time (UTC)</th><th>Module</th><th>Target</th><th>Result</th><th>Took</th><th>Reason</th><th>Debug</th></tr>
-{{range .History}}<tr><td>{{utc .Start}}</td><td>{{.Module}}</td><td><code>{{short .Target}}</code></td>
+{{range .History}}<tr><td>{{utc .Start}}</td><td>{{.Module}}</td><td><code>{{short .Target}}</code>{{with .Hostname}} <small>Host: <code>{{.}}</code></small>{{end}}</td>
 <td>{{if .Status}}<span class="refused">{{result .}}</span>{{else if .Success}}<span class="ok">success</span>{{else}}<span class="fail">failure</span>{{end}}</td><td>{{if .Status}}–{{else}}{{human .Duration}}{{end}}</td>
 <td class="reason">{{.Reason}}</td><td><a href="{{$.Base}}/logs?id={{.ID}}">logs</a></td></tr>
 {{else}}<tr><td colspan="7">No probes yet.</td></tr>

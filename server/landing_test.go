@@ -58,6 +58,33 @@ func TestLandingCurrentState(t *testing.T) {
 	}
 }
 
+// The same target under two hostnames is two things probed: two rows, each
+// with its Host and links that probe it again with that Host.
+func TestLandingStateSeparatesHostnames(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != "a.example" {
+			w.WriteHeader(404)
+		}
+	}))
+	defer up.Close()
+	s, _ := newTestServer(t)
+	do(s, http.MethodGet, "/probe?module=http_2xx&target="+up.URL+"&hostname=a.example")
+	do(s, http.MethodGet, "/probe?module=http_2xx&target="+up.URL+"&hostname=b.example")
+	page := do(s, http.MethodGet, "/").Body.String()
+	state := page[strings.Index(page, `id="state-table"`):strings.Index(page, "Try a probe")]
+	if n := strings.Count(state, `class="state-row"`); n != 2 {
+		t.Errorf("%d state rows, want 2 (one per hostname):\n%s", n, state)
+	}
+	for _, want := range []string{"Host: <code>a.example</code>", "Host: <code>b.example</code>", "&amp;hostname=b.example&amp;debug=true", "status_code=404"} {
+		if !strings.Contains(state, want) {
+			t.Errorf("current state lacks %q:\n%s", want, state)
+		}
+	}
+	if !strings.Contains(page, `name="hostname"`) {
+		t.Error("the probe form has no hostname field")
+	}
+}
+
 func TestHuman(t *testing.T) {
 	for d, want := range map[time.Duration]string{
 		840 * time.Microsecond: "840 µs", 2500 * time.Microsecond: "2.5 ms", 120 * time.Millisecond: "120 ms",

@@ -10,10 +10,12 @@ package ttyd
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -438,4 +440,76 @@ func NewForwardAuth(o ForwardAuthOptions) *httptest.Server {
 		w.WriteHeader(http.StatusFound)
 		io.WriteString(w, "<a href=\"/\">Found</a>.\n")
 	}), false)
+}
+
+// HostFront is a Traefik-style entry point: it routes by the request's Host
+// (port and case ignored, as Traefik's Host() rule does) to a backend, and
+// answers any other host like a replica without a router for it.
+type HostFront struct {
+	*httptest.Server
+	mu          sync.Mutex
+	hosts       map[string]int // requests per Host header (lower case, no port)
+	serverNames []string       // SNI of each TLS handshake, in order
+}
+
+// NewHostFront starts a front on 127.0.0.1 routing host -> backend; with
+// useTLS it serves httptest's certificate (valid for example.com and the
+// loopback addresses) and records each handshake's SNI.
+func NewHostFront(routes map[string]*url.URL, useTLS bool) *HostFront {
+	f := &HostFront{hosts: map[string]int{}}
+	proxies := map[string]*httputil.ReverseProxy{}
+	for host, backend := range routes {
+		proxies[strings.ToLower(host)] = &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(backend)
+			r.Out.Host = r.In.Host
+		}}
+	}
+	unrouted := UnroutedHandler()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := strings.ToLower(r.Host)
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		f.mu.Lock()
+		f.hosts[host]++
+		f.mu.Unlock()
+		if p, ok := proxies[host]; ok {
+			p.ServeHTTP(w, r)
+			return
+		}
+		unrouted.ServeHTTP(w, r)
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic("ttyd test peer: listen on 127.0.0.1: " + err.Error())
+	}
+	// Refused handshakes are what TLS tests provoke, not news.
+	quiet := log.New(io.Discard, "", 0)
+	f.Server = &httptest.Server{Listener: l, Config: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: quiet}}
+	if useTLS {
+		f.Server.TLS = &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			f.mu.Lock()
+			f.serverNames = append(f.serverNames, hello.ServerName)
+			f.mu.Unlock()
+			return nil, nil
+		}}
+		f.StartTLS()
+	} else {
+		f.Start()
+	}
+	return f
+}
+
+// Requests returns how many requests arrived for host (lower case, no port).
+func (f *HostFront) Requests(host string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.hosts[host]
+}
+
+// ServerNames returns the SNI of every TLS handshake so far.
+func (f *HostFront) ServerNames() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.serverNames...)
 }
