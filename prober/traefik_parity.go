@@ -1,7 +1,6 @@
 package prober
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,9 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"mime"
-	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -23,9 +20,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/greybox-probe/greybox/config"
 	"github.com/greybox-probe/greybox/kube"
@@ -126,52 +120,27 @@ func init() {
 	})
 }
 
-// paritySet is a parsed target: which replicas to compare.
+// paritySet is a parsed target: which replicas to compare, found by
+// discovery (k8s:, dns:) or listed as base URLs.
 type paritySet struct {
-	kind string // "k8s", "dns" or "static"
-
-	namespace string // k8s
-	selector  labels.Selector
-	host      string // dns
-	port      string // k8s, dns
-	urls      []*url.URL
+	kind        string // "k8s", "dns" or "static"
+	*replicaSet        // nil for a static list
+	urls        []*url.URL
 }
 
-const parityTargetForms = "want k8s:<namespace>/<label-selector>:<port>, dns:<host>:<port> " +
+const parityTargetForms = "want " + replicaSetForms + " " +
 	"or a comma-separated list of base URLs (http://a:9000,http://b:9000)"
 
 func parseParitySet(target string) (*paritySet, error) {
 	// Every message shows the target without userinfo: a password typed
 	// into a URL must not reach a log, an error page or the history.
 	target = Redact(target)
-	switch {
-	case strings.HasPrefix(target, "k8s:"):
-		rest := strings.TrimPrefix(target, "k8s:")
-		i := strings.LastIndexByte(rest, ':')
-		if i < 0 {
-			return nil, fmt.Errorf("target %q: missing :<port> (%s)", target, parityTargetForms)
-		}
-		port, err := parsePort(rest[i+1:])
-		if err != nil {
-			return nil, fmt.Errorf("target %q: %w", target, err)
-		}
-		kt, err := kube.ParseTarget(rest[:i])
-		if err != nil {
-			return nil, err
-		}
-		return &paritySet{kind: "k8s", namespace: kt.Namespace, selector: kt.Selector, port: port}, nil
-	case strings.HasPrefix(target, "dns:"):
-		host, port, err := net.SplitHostPort(strings.TrimPrefix(target, "dns:"))
-		if err != nil {
-			return nil, fmt.Errorf("target %q: %v (%s)", target, err, parityTargetForms)
-		}
-		if port, err = parsePort(port); err != nil {
-			return nil, fmt.Errorf("target %q: %w", target, err)
-		}
-		if host == "" || strings.ContainsAny(host, "/?#@ ") {
-			return nil, fmt.Errorf("target %q: bad host %q", target, host)
-		}
-		return &paritySet{kind: "dns", host: host, port: port}, nil
+	rs, err := parseReplicaSet("target", target, parityTargetForms)
+	if err != nil {
+		return nil, err
+	}
+	if rs != nil {
+		return &paritySet{kind: rs.kind, replicaSet: rs}, nil
 	}
 	set := &paritySet{kind: "static"}
 	seen := map[string]bool{}
@@ -200,14 +169,6 @@ func parseParitySet(target string) (*paritySet, error) {
 		set.urls = append(set.urls, u)
 	}
 	return set, nil
-}
-
-func parsePort(p string) (string, error) {
-	n, err := strconv.ParseUint(p, 10, 16)
-	if err != nil || n == 0 {
-		return "", fmt.Errorf("bad port %q", p)
-	}
-	return p, nil
 }
 
 func checkTraefikParityTarget(ctx context.Context, target string, m config.Module, g *Guard) error {
@@ -333,96 +294,33 @@ func ProbeTraefikParity(ctx context.Context, target string, module config.Module
 // discovery resolved through the guard are approved by it for dialling.
 func discoverParityReplicas(ctx context.Context, set *paritySet, s *TraefikParitySettings, env Env, guard *Guard, reg *prometheus.Registry, logger *slog.Logger) ([]*parityReplica, bool) {
 	var replicas []*parityReplica
-	switch set.kind {
-	case "static":
+	if set.replicaSet == nil {
 		for _, u := range set.urls {
 			replicas = append(replicas, &parityReplica{label: u.String(), base: u})
 		}
-	case "dns":
-		addrs, err := guard.Resolve(ctx, set.host)
-		if err != nil {
-			logger.Error("resolving replicas failed", "host", set.host, "err", err)
-			return nil, false
-		}
-		seen := map[string]bool{}
-		for _, a := range addrs {
-			hp := net.JoinHostPort(a.String(), set.port)
-			if seen[hp] {
-				continue
-			}
-			seen[hp] = true
-			replicas = append(replicas, &parityReplica{label: hp, base: &url.URL{Scheme: s.Scheme, Host: hp}})
-		}
-		logger.Info("resolved replicas", "host", set.host, "addresses", len(replicas))
 		return replicas, true
-	case "k8s":
-		cs, err := env.Kube()
-		if err != nil {
-			logger.Error("kubernetes discovery unavailable", "err", err)
-			return nil, false
+	}
+	env.Guard = guard
+	found, skipped, ok := discoverReplicas(ctx, set.replicaSet, env, logger)
+	if !ok {
+		return nil, false
+	}
+	now := time.Now()
+	for _, f := range found {
+		r := &parityReplica{label: f.addr, namespace: f.namespace, pod: f.pod, base: &url.URL{Scheme: s.Scheme, Host: f.addr}}
+		if f.pod != "" {
+			r.age = now.Sub(f.started)
+			r.inGrace = s.GracePeriod > 0 && r.age < time.Duration(s.GracePeriod)
 		}
-		pods, err := cs.CoreV1().Pods(set.namespace).List(ctx, metav1.ListOptions{LabelSelector: set.selector.String()})
-		if err != nil {
-			logger.Error("listing pods failed", "namespace", set.namespace, "selector", set.selector.String(), "err", err)
-			return nil, false
-		}
-		items := pods.Items
-		slices.SortFunc(items, func(a, b corev1.Pod) int { return cmp.Compare(a.Name, b.Name) })
-		skipped := 0
-		now := time.Now()
-		for i := range items {
-			pod := &items[i]
-			if reason := parityPodSkip(pod); reason != "" {
-				skipped++
-				logger.Warn("pod not probed", "namespace", pod.Namespace, "pod", pod.Name, "reason", reason)
-				continue
-			}
-			hp := net.JoinHostPort(pod.Status.PodIP, set.port)
-			age := now.Sub(parityStarted(pod))
-			replicas = append(replicas, &parityReplica{
-				label: hp, namespace: pod.Namespace, pod: pod.Name, age: age,
-				inGrace: s.GracePeriod > 0 && age < time.Duration(s.GracePeriod),
-				base:    &url.URL{Scheme: s.Scheme, Host: hp},
-			})
-		}
+		replicas = append(replicas, r)
+	}
+	if set.replicaSet.kind == "k8s" {
 		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_traefik_pods_skipped",
-			Help: "Pods matched by the selector but not probed (not running, terminating or without an IP yet)."})
+			Help: "Pods matched by the selector but not probed (not running, terminating, without an IP yet or without the named port)."})
 		reg.MustRegister(g)
 		g.Set(float64(skipped))
-		logger.Info("discovered pods", "namespace", set.namespace, "selector", set.selector.String(),
-			"matched", len(items), "probed", len(replicas), "skipped", skipped)
 	}
 	return replicas, true
-}
-
-func parityPodSkip(pod *corev1.Pod) string {
-	switch {
-	case pod.DeletionTimestamp != nil:
-		return "terminating"
-	case pod.Status.Phase != corev1.PodRunning:
-		return "phase " + string(pod.Status.Phase)
-	case pod.Status.PodIP == "":
-		return "no pod IP yet"
-	}
-	if _, err := netip.ParseAddr(pod.Status.PodIP); err != nil {
-		return "bad pod IP " + strconv.Quote(pod.Status.PodIP)
-	}
-	return ""
-}
-
-// parityStarted is when the replica's current Traefik process started: a
-// container restart loads the routing table afresh just like a new pod.
-func parityStarted(pod *corev1.Pod) time.Time {
-	t := pod.CreationTimestamp.Time
-	if pod.Status.StartTime != nil && pod.Status.StartTime.After(t) {
-		t = pod.Status.StartTime.Time
-	}
-	for _, c := range pod.Status.ContainerStatuses {
-		if c.State.Running != nil && c.State.Running.StartedAt.After(t) {
-			t = c.State.Running.StartedAt.Time
-		}
-	}
-	return t
 }
 
 func fetchParityReplica(ctx context.Context, client *http.Client, s *TraefikParitySettings, r *parityReplica) error {

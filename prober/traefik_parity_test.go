@@ -439,7 +439,7 @@ func TestTraefikParityBadTargets(t *testing.T) {
 		"traefik",
 		"k8s:traefik/app=traefik",
 		"k8s:traefik/app=traefik:0",
-		"k8s:traefik/app=traefik:http",
+		"k8s:traefik/app=traefik:Web_",
 		"k8s:traefik/:9000",
 		"k8s:Bad_NS/app=traefik:9000",
 		"k8s:traefik/app in (:9000",
