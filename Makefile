@@ -12,17 +12,20 @@ LDFLAGS   := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Revision=$(R
              -X $(VERSION_PKG).BuildUser=$(BUILD_USER) -X $(VERSION_PKG).BuildDate=$(BUILD_DATE)
 FUZZTIME  ?= 10s
 
-.PHONY: all build run test vet fmt-check lint fuzz bench clean print-ldflags
+.PHONY: all build build-greybox run test vet fmt-check lint fuzz bench clean print-ldflags
 
 all: build
 
-build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/greybox ./cmd/greybox
+build: build-greybox
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/greybox-remediator ./cmd/greybox-remediator
 
+build-greybox:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/greybox ./cmd/greybox
+
 # Runs the probe server on :9116 with the example config (no cluster needed
-# for the http and ttyd modules).
-run: build examples/secrets/ttyd-password
+# for the http and ttyd modules). It builds greybox only: on a cold build
+# cache the remediator's link would double the wait for nothing.
+run: build-greybox examples/secrets/ttyd-password
 	./bin/greybox --config.file=examples/greybox.yml --web.listen-address=127.0.0.1:9116
 
 # The example's in-cluster ttyd modules read their basic-auth password from
