@@ -1,9 +1,13 @@
 package prober
 
 import (
+	"bufio"
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"math"
@@ -57,8 +61,17 @@ type K8sLogErrorsSettings struct {
 	// DebugMatchedLines is how many matched lines per pod go to the probe
 	// log (debug output, history). Log contents are data: 0 by default.
 	DebugMatchedLines int `yaml:"debug_matched_lines"`
+	// Incremental reads only the lines written since the previous scrape
+	// of the same target and keeps per-second match counts for the window,
+	// instead of re-reading the whole window through the API server every
+	// scrape. State lives in this process: a restart, a config reload or
+	// another replica starts with one full read.
+	Incremental bool `yaml:"incremental"`
 
 	scanner *logscan.Scanner
+	state   *k8sLogState
+	// now is the clock windows are measured by; tests move it.
+	now func() time.Time
 }
 
 func (s *K8sLogErrorsSettings) Validate() error {
@@ -86,6 +99,13 @@ func (s *K8sLogErrorsSettings) Validate() error {
 	}
 	if err := s.Namespaces.Validate(); err != nil {
 		return err
+	}
+	if s.Incremental {
+		// One count per second of the window per container.
+		if time.Duration(s.Window) > 24*time.Hour {
+			return fmt.Errorf("window %s is too long for incremental (at most 24h: it keeps one count per second of the window)", time.Duration(s.Window))
+		}
+		s.state = newK8sLogState()
 	}
 	seen := map[string]bool{}
 	for i := range s.Dependencies {
@@ -151,6 +171,10 @@ type podLog struct {
 	scannedPrev  bool
 	err          error
 	containerErr bool // no log was requested: the container could not be chosen
+	// Incremental mode: resumed is true when only new lines were read;
+	// otherwise fullReason says why the whole window was.
+	resumed    bool
+	fullReason string
 }
 
 func probeK8sLogErrors(ctx context.Context, target string, module config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool {
@@ -209,16 +233,19 @@ func probeK8sLogErrors(ctx context.Context, target string, module config.Module,
 	results := make([]podLog, len(pods.Items))
 	sem := make(chan struct{}, k8sLogParallel)
 	var wg sync.WaitGroup
-	now := time.Now()
+	now := s.clock()
 	for i := range pods.Items {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			results[i] = scanPodLog(ctx, client, s, &pods.Items[i], now)
+			results[i] = scanPodLog(ctx, client, s, target, &pods.Items[i], now)
 		}()
 	}
 	wg.Wait()
+	if s.state != nil {
+		s.state.retain(target, pods.Items)
+	}
 
 	podLabels := []string{"namespace", "pod"}
 	ctrLabels := []string{"namespace", "pod", "container"}
@@ -229,8 +256,12 @@ func probeK8sLogErrors(ctx context.Context, target string, module config.Module,
 		bytesRead = k8sGaugeVec("probe_k8s_log_scanned_bytes", "Log bytes read.", ctrLabels)
 		lines     = k8sGaugeVec("probe_k8s_log_scanned_lines", "Log lines read.", ctrLabels)
 		truncated = k8sGaugeVec("probe_k8s_log_truncated", "1 if a log stream reached limit_bytes, so later lines were not scanned.", ctrLabels)
+		resumed   = k8sGaugeVec("probe_k8s_log_incremental", "incremental mode: 1 if this scrape read only the lines after the previous one, 0 if it read the whole window.", ctrLabels)
 	)
 	reg.MustRegister(ready, restarts, matched, bytesRead, lines, truncated)
+	if s.Incremental {
+		reg.MustRegister(resumed)
+	}
 
 	for _, r := range results {
 		p := r.pod
@@ -257,6 +288,13 @@ func probeK8sLogErrors(ctx context.Context, target string, module config.Module,
 		attrs := []any{"pod", p.Name, "container", r.container, "matched_lines", r.res.Matched,
 			"scanned_lines", r.res.Lines, "scanned_bytes", r.res.Bytes, "truncated", r.truncated,
 			"previous_scanned", r.scannedPrev, "ready", podReady, "restarts", r.restarts}
+		if s.Incremental {
+			resumed.WithLabelValues(lv...).Set(boolValue(r.resumed))
+			attrs = append(attrs, "incremental", r.resumed)
+			if r.fullReason != "" {
+				attrs = append(attrs, "full_read", r.fullReason)
+			}
+		}
 		if r.res.Bytes == 0 && r.err == nil && p.Spec.NodeName == "" {
 			attrs = append(attrs, "note", "pod not scheduled yet, no log")
 		}
@@ -278,7 +316,7 @@ func probeK8sLogErrors(ctx context.Context, target string, module config.Module,
 
 // scanPodLog chooses the container and scans its log, and the previous
 // container's when asked and it ended inside the window.
-func scanPodLog(ctx context.Context, client kubernetes.Interface, s *K8sLogErrorsSettings, p *corev1.Pod, now time.Time) podLog {
+func scanPodLog(ctx context.Context, client kubernetes.Interface, s *K8sLogErrorsSettings, target string, p *corev1.Pod, now time.Time) podLog {
 	r := podLog{pod: p}
 	r.container, r.err = chooseContainer(p, s.Container)
 	if r.err != nil {
@@ -287,14 +325,14 @@ func scanPodLog(ctx context.Context, client kubernetes.Interface, s *K8sLogError
 	}
 	window := time.Duration(s.Window)
 	since := int64(math.Ceil(window.Seconds()))
+	cs := containerStatus(p, r.container)
+	r.restarts = cs.RestartCount
 	var lastEnd time.Time
-	for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses, p.Status.EphemeralContainerStatuses) {
-		if cs.Name == r.container {
-			r.restarts = cs.RestartCount
-			if t := cs.LastTerminationState.Terminated; t != nil {
-				lastEnd = t.FinishedAt.Time
-			}
-		}
+	if t := cs.LastTerminationState.Terminated; t != nil {
+		lastEnd = t.FinishedAt.Time
+	}
+	if s.state != nil {
+		return scanPodLogIncremental(ctx, client, s, target, p, cs, now, r)
 	}
 	opts := &corev1.PodLogOptions{Container: r.container, SinceSeconds: &since}
 	if s.LimitBytes > 0 {
@@ -420,4 +458,447 @@ func k8sDependencies(ctx context.Context, client kubernetes.Interface, s *K8sLog
 
 func k8sGaugeVec(name, help string, labels []string) *prometheus.GaugeVec {
 	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+}
+
+func (s *K8sLogErrorsSettings) clock() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
+}
+
+// containerStatus is the named container's status (zero if the pod has
+// none yet).
+func containerStatus(p *corev1.Pod, name string) corev1.ContainerStatus {
+	for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses, p.Status.EphemeralContainerStatuses) {
+		if cs.Name == name {
+			return cs
+		}
+	}
+	return corev1.ContainerStatus{}
+}
+
+// k8sLogMaxStreams bounds one module's incremental state: each stream holds
+// at most one count per second of the window. Past it the stream probed
+// longest ago is forgotten and costs one full read when it comes back.
+const k8sLogMaxStreams = 4096
+
+// k8sLogState is an incremental module's memory across scrapes, per
+// target, pod and container. Probes never hold its lock while reading: each
+// works on a copy and stores it back, so concurrent probes of one target
+// both count exactly (each from the copy it started with) at the price of
+// reading the same lines twice.
+type k8sLogState struct {
+	mu      sync.Mutex
+	streams map[k8sStreamKey]*k8sStream
+}
+
+type k8sStreamKey struct{ target, namespace, pod, container string }
+
+// k8sStream is where the last read of one container's log ended, and the
+// matched lines still inside the window, counted per second.
+type k8sStream struct {
+	uid         string
+	containerID string
+	restarts    int32
+	// next is the Unix second the next read asks for (sinceTime, whole
+	// seconds on the wire); seen lines at or after it were already counted,
+	// in the log's order, and fp hashes them (with their timestamps), so
+	// that a log that is not the one read before — rotated away by the
+	// kubelet — is noticed rather than miscounted.
+	next    int64
+	seen    int64
+	fp      uint64
+	buckets []k8sBucket
+	// The previous container's matched lines (previous: true): its log
+	// no longer changes, so it is read once per terminated container.
+	prevID      string
+	prevBuckets []k8sBucket
+	used        time.Time
+}
+
+// k8sBucket counts the matched lines whose timestamp is in one second.
+type k8sBucket struct {
+	sec int64
+	n   int64
+}
+
+func newK8sLogState() *k8sLogState {
+	return &k8sLogState{streams: map[k8sStreamKey]*k8sStream{}}
+}
+
+// get returns a copy of the stream's state, or nil.
+func (st *k8sLogState) get(k k8sStreamKey) *k8sStream {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s := st.streams[k]
+	if s == nil {
+		return nil
+	}
+	c := *s
+	c.buckets = slices.Clone(s.buckets)
+	c.prevBuckets = slices.Clone(s.prevBuckets)
+	return &c
+}
+
+// put stores a probe's state unless a concurrent probe of the same
+// container already stored one that read further.
+func (st *k8sLogState) put(k k8sStreamKey, s *k8sStream) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if old := st.streams[k]; old != nil && old.uid == s.uid && old.containerID == s.containerID &&
+		old.restarts == s.restarts && (old.next > s.next || old.next == s.next && old.seen > s.seen) {
+		old.used = s.used
+		return
+	}
+	if _, ok := st.streams[k]; !ok && len(st.streams) >= k8sLogMaxStreams {
+		var oldest k8sStreamKey
+		var at time.Time
+		for key, v := range st.streams {
+			if at.IsZero() || v.used.Before(at) {
+				oldest, at = key, v.used
+			}
+		}
+		delete(st.streams, oldest)
+	}
+	st.streams[k] = s
+}
+
+// retain forgets the streams of target whose pod is gone, so deleted pods
+// do not hold memory until they are the oldest.
+func (st *k8sLogState) retain(target string, pods []corev1.Pod) {
+	names := make(map[[2]string]bool, len(pods))
+	for _, p := range pods {
+		names[[2]string{p.Namespace, p.Name}] = true
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for k := range st.streams {
+		if k.target == target && !names[[2]string{k.namespace, k.pod}] {
+			delete(st.streams, k)
+		}
+	}
+}
+
+// windowCount sums the buckets at or after from, dropping older ones.
+func windowCount(b []k8sBucket, from int64) ([]k8sBucket, int64) {
+	i, _ := slices.BinarySearchFunc(b, from, func(x k8sBucket, t int64) int { return cmp.Compare(x.sec, t) })
+	b = slices.Delete(b, 0, i)
+	var n int64
+	for _, x := range b {
+		n += x.n
+	}
+	return b, n
+}
+
+func addMatch(b []k8sBucket, sec int64) []k8sBucket {
+	if n := len(b); n > 0 && b[n-1].sec == sec {
+		b[n-1].n++
+		return b
+	}
+	if n := len(b); n == 0 || b[n-1].sec < sec {
+		return append(b, k8sBucket{sec: sec, n: 1})
+	}
+	// A line older than the newest one (stdout and stderr interleave).
+	i, found := slices.BinarySearchFunc(b, sec, func(x k8sBucket, t int64) int { return cmp.Compare(x.sec, t) })
+	if found {
+		b[i].n++
+		return b
+	}
+	return slices.Insert(b, i, k8sBucket{sec: sec, n: 1})
+}
+
+// scanPodLogIncremental reads what the container logged since the last
+// scrape (sinceTime, timestamps=true) and keeps the window's count per
+// second. The window is whole seconds, [now-window, now] with now cut to
+// the second, so that the state's buckets and a full read agree on
+// which lines are in it.
+func scanPodLogIncremental(ctx context.Context, client kubernetes.Interface, s *K8sLogErrorsSettings, target string, p *corev1.Pod, cs corev1.ContainerStatus, now time.Time, r podLog) podLog {
+	from := now.Unix() - int64(math.Ceil(time.Duration(s.Window).Seconds()))
+	key := k8sStreamKey{target, p.Namespace, p.Name, r.container}
+	st := s.state.get(key)
+	switch {
+	case st == nil:
+		r.fullReason = "no earlier read in this process"
+	case st.uid != string(p.UID):
+		r.fullReason = "pod replaced (new UID)"
+	case st.containerID != cs.ContainerID || st.restarts != cs.RestartCount:
+		r.fullReason = "container restarted"
+	}
+	if r.fullReason != "" {
+		st = &k8sStream{uid: string(p.UID), containerID: cs.ContainerID, restarts: cs.RestartCount, prevID: "-"}
+		if old := s.state.get(key); old != nil && old.uid == st.uid {
+			st.prevID, st.prevBuckets = old.prevID, old.prevBuckets
+		}
+	}
+	st.used = now
+	if st.next < from || r.fullReason != "" {
+		// Nothing counted so far is inside the window any more (or nothing
+		// was counted): every line from the window's start is new.
+		st.next, st.seen, st.fp = from, 0, 0
+		st.buckets = st.buckets[:0]
+	}
+	st.buckets, _ = windowCount(st.buckets, from)
+	res, prov, _, truncated, err := readIncremental(ctx, client, s, p, r.container, false, st, from)
+	if errors.Is(err, errLogReplaced) {
+		// The lines read last time are not at the head of this log: the
+		// kubelet rotated it. Count the file it now serves, as a full read
+		// would.
+		r.fullReason = "log rotated"
+		st.next, st.seen, st.fp, st.buckets = from, 0, 0, st.buckets[:0]
+		var again logscan.Result
+		again, prov, _, truncated, err = readIncremental(ctx, client, s, p, r.container, false, st, from)
+		again.Bytes += res.Bytes
+		again.Lines += res.Lines
+		res = again
+	}
+	r.resumed = r.fullReason == ""
+	r.truncated = truncated
+	var cur int64
+	st.buckets, cur = windowCount(st.buckets, from)
+	res.Matched = cur + prov
+	if err != nil {
+		r.err = err
+		r.res = res
+		if res.Bytes > 0 {
+			s.state.put(key, st) // the complete lines read are counted
+		}
+		return r
+	}
+
+	// The previous container: read once after it terminated, then kept.
+	var lastEnd time.Time
+	prevID := ""
+	if t := cs.LastTerminationState.Terminated; t != nil {
+		lastEnd = t.FinishedAt.Time
+		prevID = t.ContainerID + "@" + t.FinishedAt.UTC().Format(time.RFC3339)
+	}
+	if !s.Previous || lastEnd.IsZero() || now.Sub(lastEnd) > time.Duration(s.Window) {
+		st.prevID, st.prevBuckets = "-", nil
+		s.state.put(key, st)
+		r.res = res
+		return r
+	}
+	r.scannedPrev = true
+	if st.prevID != prevID {
+		prev := &k8sStream{next: from}
+		pres, pprov, prevSec, trunc, err := readIncremental(ctx, client, s, p, r.container, true, prev, from)
+		res.Bytes += pres.Bytes
+		res.Lines += pres.Lines
+		res.Samples = append(res.Samples, pres.Samples...)
+		r.truncated = r.truncated || trunc
+		if err != nil {
+			r.err = fmt.Errorf("previous container: %w", err)
+			r.res = res
+			s.state.put(key, st)
+			return r
+		}
+		// A terminated container's unfinished last line is final.
+		if pprov > 0 {
+			prev.buckets = addMatch(prev.buckets, prevSec)
+		}
+		st.prevID, st.prevBuckets = prevID, prev.buckets
+	}
+	var pn int64
+	st.prevBuckets, pn = windowCount(st.prevBuckets, from)
+	res.Matched += pn
+	if len(res.Samples) > s.DebugMatchedLines {
+		res.Samples = res.Samples[:s.DebugMatchedLines]
+	}
+	s.state.put(key, st)
+	r.res = res
+	return r
+}
+
+// errLogReplaced: the log no longer starts with the lines read last time.
+var errLogReplaced = errors.New("log replaced since the last read")
+
+// lineSeed keys the fingerprints of lines already seen; they never leave
+// the process, so a per-process seed will do.
+var lineSeed = maphash.MakeSeed()
+
+// chain folds one line's hash into the fingerprint of the lines before it,
+// in order.
+func chain(fp, line uint64) uint64 { return (fp^line)*0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019 }
+
+// readIncremental reads the log from st.next, skips the st.seen lines
+// already counted (checking them against st.fp), and adds every later
+// complete line to st. A final line without its newline may still be
+// being written: it is counted for this scrape (prov, as a full read would
+// count it) but left for the next read to count for good.
+func readIncremental(ctx context.Context, client kubernetes.Interface, s *K8sLogErrorsSettings, p *corev1.Pod, container string, previous bool, st *k8sStream, from int64) (res logscan.Result, prov, provSec int64, truncated bool, err error) {
+	opts := &corev1.PodLogOptions{Container: container, Timestamps: true, Previous: previous}
+	sinceTime := metav1.NewTime(time.Unix(st.next, 0))
+	opts.SinceTime = &sinceTime
+	if s.LimitBytes > 0 {
+		limit := int64(s.LimitBytes)
+		opts.LimitBytes = &limit
+	}
+	rc, err := client.CoreV1().Pods(p.Namespace).GetLogs(p.Name, opts).Stream(ctx)
+	if err != nil {
+		return res, 0, 0, false, describeLogError(err, p, opts)
+	}
+	defer rc.Close()
+	var body io.Reader = rc
+	if s.LimitBytes > 0 {
+		body = io.LimitReader(rc, int64(s.LimitBytes))
+	}
+	br := bufio.NewReaderSize(body, logscan.BufferSize)
+	lines := s.scanner.Lines()
+	var (
+		skip, wantFP = st.seen, st.fp
+		skipped      int64
+		skipFP       uint64
+		h            maphash.Hash
+		ts           tsCache
+		inLine       bool // pieces of a line longer than the buffer have been read
+		sec          int64
+		text, head   []byte
+	)
+	h.SetSeed(lineSeed)
+	for {
+		chunk, rerr := br.ReadSlice('\n')
+		res.Bytes += int64(len(chunk))
+		if len(chunk) > 0 {
+			complete := chunk[len(chunk)-1] == '\n'
+			first := !inLine
+			if first {
+				h.Reset()
+			}
+			_, _ = h.Write(chunk)
+			inLine = !complete
+			switch {
+			case skipped < skip:
+				if complete {
+					skipped++
+					res.Lines++
+					skipFP = chain(skipFP, h.Sum64())
+					if skipped == skip && skipFP != wantFP {
+						return res, 0, 0, false, errLogReplaced
+					}
+				}
+			case complete && first:
+				sec, text = ts.split(chunk, st.next)
+				text = trimNL(text)
+				m := lines.Match(text)
+				res.Lines++
+				if m {
+					res.Matched++
+					sampleLine(&res, text, s.DebugMatchedLines)
+				}
+				st.commit(sec, m && sec >= from, h.Sum64())
+			case first:
+				// The buffer is reused for the next piece: keep what a
+				// sample needs.
+				sec, text = ts.split(chunk, st.next)
+				head = append(head[:0], text[:min(len(text), 512)]...)
+				lines.Chunk(text, true)
+			default:
+				lines.Chunk(trimNL(chunk), false)
+				if complete {
+					m := lines.End()
+					res.Lines++
+					if m {
+						res.Matched++
+						sampleLine(&res, head, s.DebugMatchedLines)
+					}
+					st.commit(sec, m && sec >= from, h.Sum64())
+				}
+			}
+		}
+		if rerr == nil || rerr == bufio.ErrBufferFull {
+			continue
+		}
+		// What is left unfinished is counted for this scrape only.
+		if inLine && skipped >= skip {
+			res.Lines++
+			if lines.End() {
+				res.Matched++
+				sampleLine(&res, head, s.DebugMatchedLines)
+				if sec >= from {
+					prov++
+				}
+			}
+		}
+		truncated = s.LimitBytes > 0 && res.Bytes >= int64(s.LimitBytes)
+		switch {
+		case rerr == io.EOF && skipped < skip:
+			return res, 0, 0, truncated, errLogReplaced
+		case rerr == io.EOF:
+			return res, prov, sec, truncated, nil
+		case ctx.Err() != nil:
+			rerr = fmt.Errorf("probe deadline reached after %d bytes of log: %w", res.Bytes, rerr)
+		}
+		return res, prov, sec, truncated, rerr
+	}
+}
+
+// commit records one complete line: it moves the resume point to the
+// line's second and counts it there, and counts a match in its bucket.
+// Lines older than the resume point (stdout and stderr interleave) are
+// not part of what the next read, from that second, returns.
+func (st *k8sStream) commit(sec int64, match bool, lineHash uint64) {
+	switch {
+	case sec > st.next || st.seen == 0 && sec == st.next:
+		st.next, st.seen, st.fp = sec, 1, chain(0, lineHash)
+	case sec == st.next:
+		st.seen++
+		st.fp = chain(st.fp, lineHash)
+	}
+	if match {
+		st.buckets = addMatch(st.buckets, sec)
+	}
+}
+
+func trimNL(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == '\n' {
+		return b[:n-1]
+	}
+	return b
+}
+
+func sampleLine(res *logscan.Result, line []byte, max int) {
+	if len(res.Samples) >= max {
+		return
+	}
+	if len(line) > 512 {
+		line = line[:512]
+	}
+	res.Samples = append(res.Samples, strings.ToValidUTF8(string(line), "\uFFFD"))
+}
+
+// tsCache parses the RFC3339Nano timestamp the kubelet puts before each
+// line with timestamps=true, parsing only when the second changes.
+type tsCache struct {
+	key []byte
+	sec int64
+}
+
+// split returns the line's Unix second and the line without its
+// timestamp. A line without one (not from a kubelet) is put at def.
+func (c *tsCache) split(line []byte, def int64) (int64, []byte) {
+	sp := bytes.IndexByte(line[:min(len(line), 64)], ' ')
+	if sp < 20 {
+		return def, line
+	}
+	stamp := line[:sp]
+	// The second is fixed by "2006-01-02T15:04:05" and the zone after the
+	// fraction; lines of one second differ only in the fraction.
+	zone := len(stamp)
+	for zone > 19 && stamp[zone-1] != 'Z' && stamp[zone-1] != '+' && stamp[zone-1] != '-' {
+		zone--
+	}
+	if zone > 19 {
+		zone--
+	}
+	if len(c.key) > 0 && bytes.Equal(c.key[:19], stamp[:19]) && bytes.Equal(c.key[19:], stamp[zone:]) {
+		return c.sec, line[sp+1:]
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(stamp))
+	if err != nil {
+		return def, line
+	}
+	c.key = append(append(c.key[:0], stamp[:19]...), stamp[zone:]...)
+	c.sec = t.Unix()
+	return c.sec, line[sp+1:]
 }

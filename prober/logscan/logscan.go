@@ -428,3 +428,85 @@ func (f *finder) index(s []byte) int {
 	}
 	return -1
 }
+
+// Lines decides lines one at a time, for a caller that needs to know which
+// line matched (k8s_log_errors' incremental mode buckets each matched line
+// by its timestamp). It applies the same rules as Scan: literals anywhere in
+// a line of any length, regexps on the line's first BufferSize bytes. Not
+// safe for concurrent use; make one per stream.
+type Lines struct {
+	s       *Scanner
+	finders []finder
+	// A line longer than the caller's buffer arrives in chunks: carry holds
+	// the previous chunk's last bytes, so that a literal straddling two
+	// chunks is found, and matched what the chunks so far decided.
+	carry   []byte
+	joined  []byte
+	long    bool
+	matched bool
+}
+
+// Lines returns a line-at-a-time matcher for s's patterns.
+func (s *Scanner) Lines() *Lines {
+	l := &Lines{s: s, finders: make([]finder, len(s.matchers))}
+	for i, m := range s.matchers {
+		// Lines are short and unknown in advance: the runtime's vectorised
+		// search beats a rarest-byte guess made without a sample.
+		l.finders[i] = finder{pat: m.lit, useIndex: len(m.lit) > 1}
+	}
+	return l
+}
+
+// Match reports whether a complete line (without its newline) matches.
+func (l *Lines) Match(line []byte) bool {
+	for i, m := range l.s.matchers {
+		if m.lit != nil && l.finders[i].index(line) < 0 {
+			continue
+		}
+		if m.re == nil || m.re.Match(line) {
+			return true
+		}
+	}
+	return false
+}
+
+// Chunk feeds one piece of a line too long for the caller's buffer; first
+// marks the line's first piece. End reports the line's verdict.
+func (l *Lines) Chunk(chunk []byte, first bool) {
+	if first {
+		l.long, l.matched, l.carry = true, false, l.carry[:0]
+	}
+	if l.matched {
+		return
+	}
+	if first && l.Match(chunk) {
+		l.matched = true
+		return
+	}
+	if len(l.carry) > 0 {
+		head := chunk[:min(len(chunk), l.s.tail)]
+		l.joined = append(append(l.joined[:0], l.carry...), head...)
+		for i, m := range l.s.matchers {
+			if m.re == nil && l.finders[i].index(l.joined) >= 0 {
+				l.matched = true
+				return
+			}
+		}
+	}
+	if !first {
+		for i, m := range l.s.matchers {
+			if m.re == nil && l.finders[i].index(chunk) >= 0 {
+				l.matched = true
+				return
+			}
+		}
+	}
+	l.carry = append(l.carry[:0], chunk[max(0, len(chunk)-l.s.tail):]...)
+}
+
+// End closes a line fed through Chunk and reports whether it matched.
+func (l *Lines) End() bool {
+	m := l.long && l.matched
+	l.long, l.matched, l.carry = false, false, l.carry[:0]
+	return m
+}

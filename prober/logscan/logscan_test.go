@@ -284,3 +284,46 @@ func FuzzScan(f *testing.F) {
 		}
 	})
 }
+
+// Lines decides each line as Scan counts it, including a literal split
+// across two pieces of a long line and a regexp that only sees the first.
+func TestLinesAgreesWithScan(t *testing.T) {
+	s, err := New([]string{"failed to stream flows", `code = Unavailable.*goldmane`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := s.Lines()
+	for _, tc := range []struct {
+		line string
+		want bool
+	}{
+		{"x failed to stream flows y", true},
+		{"code = Unavailable desc = goldmane", true},
+		{"code = Unavailable desc = nope", false},
+		{"failed to stream", false},
+	} {
+		if got := l.Match([]byte(tc.line)); got != tc.want {
+			t.Errorf("Match(%q) = %v", tc.line, got)
+		}
+		res, _ := s.Scan(strings.NewReader(tc.line+"\n"), 0)
+		if (res.Matched == 1) != tc.want {
+			t.Errorf("Scan(%q) matched %d", tc.line, res.Matched)
+		}
+	}
+	long := strings.Repeat("x", 1000) + "failed to st"
+	l.Chunk([]byte(long), true)
+	l.Chunk([]byte("ream flows and more"), false)
+	if !l.End() {
+		t.Error("literal across two pieces not found")
+	}
+	l.Chunk([]byte(strings.Repeat("y", 1000)), true)
+	l.Chunk([]byte("code = Unavailable goldmane"), false)
+	if l.End() {
+		t.Error("a regexp matched past the line's first piece")
+	}
+	l.Chunk([]byte("a"), true)
+	l.Chunk([]byte("b"), false)
+	if l.End() {
+		t.Error("matched an unrelated line after a reset")
+	}
+}
