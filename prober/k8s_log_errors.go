@@ -710,6 +710,10 @@ func scanPodLogIncremental(ctx context.Context, client kubernetes.Interface, s *
 	return r
 }
 
+// lineReaders keeps the incremental reads' buffers: a scrape that reads
+// 30 s of log should not allocate a buffer sized for the longest line.
+var lineReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, logscan.BufferSize) }}
+
 // errLogReplaced: the log no longer starts with the lines read last time.
 var errLogReplaced = errors.New("log replaced since the last read")
 
@@ -743,7 +747,9 @@ func readIncremental(ctx context.Context, client kubernetes.Interface, s *K8sLog
 	if s.LimitBytes > 0 {
 		body = io.LimitReader(rc, int64(s.LimitBytes))
 	}
-	br := bufio.NewReaderSize(body, logscan.BufferSize)
+	br := lineReaders.Get().(*bufio.Reader)
+	br.Reset(body)
+	defer func() { br.Reset(nil); lineReaders.Put(br) }()
 	lines := s.scanner.Lines()
 	var (
 		skip, wantFP = st.seen, st.fp

@@ -295,7 +295,7 @@ func whiskerMatch(s string) bool {
 
 // logModules returns the same module reading the full window and
 // reading incrementally, both on the fake API's clock.
-func logModules(t *testing.T, api *logAPI, extra string) (full, incr config.Module) {
+func logModules(t testing.TB, api *logAPI, extra string) (full, incr config.Module) {
 	t.Helper()
 	full = testModule(t, incrementalModule+extra)
 	incr = testModule(t, incrementalModule+extra+"\n  incremental: true")
@@ -365,7 +365,7 @@ func scrape(t *testing.T, m config.Module, env Env, pods ...string) (map[string]
 
 // fastClient is client-go pointed at srv without its default rate limit
 // (5 requests/s), which would pace a test of many scrapes.
-func fastClient(t *testing.T, srv *httptest.Server) Env {
+func fastClient(t testing.TB, srv *httptest.Server) Env {
 	t.Helper()
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
