@@ -1,0 +1,290 @@
+package prober
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/greybox-probe/greybox/config"
+)
+
+// The compatibility table: for each blackbox-compatible prober and option,
+// a probe against a local server, asserting the metric names and values
+// blackbox_exporter documents (and, where greybox fixes a blackbox defect,
+// the fixed behaviour).
+
+// want is one series: name{labels} == value. A negative absent means the
+// series must not exist.
+type want struct {
+	name   string
+	labels map[string]string
+	value  float64
+	absent bool
+}
+
+type compatCase struct {
+	name   string
+	module string
+	target string
+	ok     bool
+	wants  []want
+	// log must appear in the probe log (the reason an operator reads).
+	log string
+	// check runs after the probe, for what the server saw.
+	check func(t *testing.T)
+}
+
+func runCompat(t *testing.T, fn ProbeFunc, d *testDNS, cases []compatCase) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := testModule(t, c.module)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(m.Timeout))
+			defer cancel()
+			g := NewGuard(ctx, m.AllowedTargets)
+			if d != nil {
+				g.resolver = d.resolver()
+			}
+			r := runProbeDirect(t, fn, c.target, m, Env{Guard: g})
+			if r.ok != c.ok {
+				t.Fatalf("success = %v, want %v\n%s", r.ok, c.ok, r.logs)
+			}
+			for _, w := range c.wants {
+				if w.absent {
+					if _, ok := metricValue(t, r.reg, w.name, w.labels); ok {
+						t.Errorf("%s%v present, want absent", w.name, w.labels)
+					}
+					continue
+				}
+				mustMetric(t, r.reg, w.name, w.labels, w.value)
+			}
+			if c.log != "" && !strings.Contains(r.logs, c.log) {
+				t.Errorf("log lacks %q:\n%s", c.log, r.logs)
+			}
+			if c.check != nil {
+				c.check(t)
+			}
+			if t.Failed() {
+				t.Logf("probe log:\n%s", r.logs)
+			}
+		})
+	}
+}
+
+func hashOf(ip string) float64 { return ipHash(netip.MustParseAddr(ip)) }
+
+// writeLines is a server that sends lines and then echoes what it reads
+// until the client hangs up.
+func writeLines(lines ...string) func(net.Conn) {
+	return func(c net.Conn) {
+		for _, l := range lines {
+			if _, err := io.WriteString(c, l); err != nil {
+				return
+			}
+		}
+		_, _ = io.Copy(io.Discard, c)
+	}
+}
+
+// smtpLike answers a banner, EHLO, and optionally STARTTLS then a line
+// over TLS.
+func smtpLike(cert *testCert) func(net.Conn) {
+	return func(c net.Conn) {
+		io.WriteString(c, "220 mail.greybox.test ESMTP Greybox-1.2.3\r\n")
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			switch strings.TrimSpace(line) {
+			case "EHLO prober":
+				io.WriteString(c, "250-mail.greybox.test\r\n250 STARTTLS\r\n")
+			case "STARTTLS":
+				io.WriteString(c, "220 go ahead\r\n")
+				tc := tls.Server(c, cert.serverConfig())
+				if tc.Handshake() != nil {
+					return
+				}
+				io.WriteString(tc, "250 secure hello\r\n")
+				_, _ = io.Copy(io.Discard, tc)
+				return
+			}
+		}
+	}
+}
+
+func TestTCPCompat(t *testing.T) {
+	cert := newTestCert(t)
+	d := newTestDNS(t)
+	plain := newLineServer(t, "tcp", "127.0.0.1:0", writeLines("SSH-2.0-OpenSSH_9.6\r\n"))
+	_, port, _ := net.SplitHostPort(plain.Addr())
+	v6 := newLineServer(t, "tcp6", "[::1]:0", writeLines("hello\n"))
+	_, port6, _ := net.SplitHostPort(v6.Addr())
+	smtp := newLineServer(t, "tcp", "127.0.0.1:0", smtpLike(cert))
+	split := newLineServer(t, "tcp", "127.0.0.1:0", writeLines("\x00\x01\x02\x03"))
+	tlsSrv := newLineServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		tc := tls.Server(c, cert.serverConfig())
+		if tc.Handshake() != nil {
+			return
+		}
+		io.WriteString(tc, "+OK tls\r\n")
+		_, _ = io.Copy(io.Discard, tc)
+	})
+	banner := newLineServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) { io.WriteString(c, "SSH-2.0-OpenSSH_9.6\r\n") })
+	closed := newLineServer(t, "tcp", "127.0.0.1:0", func(net.Conn) {})
+	closedAddr := closed.Addr()
+	closed.Close()
+	source := newLineServer(t, "tcp", "127.0.0.1:0", writeLines())
+
+	tlsWants := func(verified bool) []want {
+		return []want{
+			{name: "probe_ssl_earliest_cert_expiry", value: float64(cert.notAfter.Unix())},
+			{name: "probe_tls_version_info", labels: map[string]string{"version": "TLS 1.3"}, value: 1},
+			{name: "probe_tls_cipher_info", labels: map[string]string{"cipher": "TLS_AES_128_GCM_SHA256"}, value: 1},
+			{name: "probe_ssl_last_chain_info", labels: map[string]string{"subject": "CN=greybox.test", "issuer": "CN=greybox.test", "subjectalternative": "greybox.test", "serialnumber": "0abc"}, value: 1},
+			{name: "probe_ssl_last_chain_expiry_timestamp_seconds", value: float64(cert.notAfter.Unix()), absent: !verified},
+		}
+	}
+
+	runCompat(t, probeTCP, d, []compatCase{
+		{name: "connect", module: "prober: tcp", target: plain.Addr(), ok: true, wants: []want{
+			{name: "probe_ip_protocol", value: 4},
+			{name: "probe_ip_addr_hash", value: hashOf("127.0.0.1")},
+			{name: "probe_failed_due_to_regex", value: 0},
+			{name: "probe_tls_version_info", absent: true},
+		}},
+		{name: "connection refused", module: "prober: tcp", target: closedAddr, ok: false, log: "dialing TCP failed"},
+		{name: "ipv6 literal", module: "prober: tcp", target: "[::1]:" + port6, ok: true, wants: []want{
+			{name: "probe_ip_protocol", value: 6}, {name: "probe_ip_addr_hash", value: hashOf("::1")},
+		}},
+		{name: "ip6 preferred, dual-stack name", module: "prober: tcp", target: "dual.test:" + port6, ok: true, wants: []want{
+			{name: "probe_ip_protocol", value: 6},
+		}},
+		{name: "ip4 preferred, dual-stack name", module: "prober: tcp\ntcp: {preferred_ip_protocol: ip4}", target: "dual.test:" + port, ok: true, wants: []want{
+			{name: "probe_ip_protocol", value: 4},
+		}},
+		{name: "ip6 preferred, v4-only name falls back", module: "prober: tcp", target: "v4.test:" + port, ok: true, wants: []want{
+			{name: "probe_ip_protocol", value: 4},
+		}},
+		{name: "no fallback", module: "prober: tcp\ntcp: {ip_protocol_fallback: false}", target: "v4.test:" + port, ok: false, log: "has no ip6 address"},
+		{name: "expect and labels", module: `prober: tcp
+tcp:
+  query_response:
+    - expect: "^220 ([^ ]+) ESMTP (.+)$"
+      labels: [{name: host, value: "${1}"}, {name: version, value: "${2}"}]
+    - send: "EHLO prober"
+    - expect: "^250 STARTTLS"`, target: smtp.Addr(), ok: true, wants: []want{
+			{name: "probe_expect_info", labels: map[string]string{"host": "mail.greybox.test", "version": "Greybox-1.2.3"}, value: 1},
+			{name: "probe_failed_due_to_regex", value: 0},
+		}},
+		{name: "expect does not match", module: `prober: tcp
+tcp: {query_response: [{expect: "^SSH-1"}]}`, target: banner.Addr(), ok: false, wants: []want{
+			{name: "probe_failed_due_to_regex", value: 1},
+		}, log: "did not match"},
+		{name: "expect_bytes", module: `prober: tcp
+tcp: {query_response: [{expect_bytes: "\x00\x01\x02\x03"}]}`, target: split.Addr(), ok: true, wants: []want{
+			{name: "probe_failed_due_to_bytes", value: 0},
+		}},
+		{name: "expect_bytes mismatch", module: `prober: tcp
+tcp: {query_response: [{expect_bytes: "SSH-1"}]}`, target: plain.Addr(), ok: false, wants: []want{
+			{name: "probe_failed_due_to_bytes", value: 1},
+		}},
+		{name: "starttls", module: fmt.Sprintf(`prober: tcp
+tcp:
+  query_response:
+    - expect: "^220 "
+    - send: "EHLO prober"
+    - expect: "^250 STARTTLS"
+    - send: "STARTTLS"
+    - expect: "^220 go ahead"
+      starttls: true
+    - expect: "^250 secure"
+  tls_config: {ca_file: %s, server_name: greybox.test}`, cert.caFile), target: smtp.Addr(), ok: true, wants: tlsWants(true)},
+		{name: "tls verified", module: fmt.Sprintf("prober: tcp\ntcp: {tls: true, tls_config: {ca_file: %s}, query_response: [{expect: '^\\+OK'}]}", cert.caFile),
+			target: tlsSrv.Addr(), ok: true, wants: tlsWants(true)},
+		{name: "tls insecure: no chain expiry", module: "prober: tcp\ntcp: {tls: true, tls_config: {insecure_skip_verify: true}}",
+			target: tlsSrv.Addr(), ok: true, wants: tlsWants(false)},
+		{name: "tls untrusted", module: "prober: tcp\ntcp: {tls: true}", target: tlsSrv.Addr(), ok: false, log: "TLS handshake failed"},
+		{name: "tls max_version", module: "prober: tcp\ntcp: {tls: true, tls_config: {insecure_skip_verify: true, max_version: TLS12}}", target: tlsSrv.Addr(), ok: true, wants: []want{
+			{name: "probe_tls_version_info", labels: map[string]string{"version": "TLS 1.2"}, value: 1},
+		}},
+		{name: "source_ip_address", module: "prober: tcp\ntcp: {source_ip_address: 127.0.0.3}", target: source.Addr(), ok: true, check: func(t *testing.T) {
+			if r := source.Remote(); r == nil || !strings.HasPrefix(r.String(), "127.0.0.3:") {
+				t.Errorf("server saw the probe from %v, want 127.0.0.3", r)
+			}
+		}},
+	})
+}
+
+// expect_bytes arriving in two reads, then a line: blackbox's single Read
+// fails the first, and its scanner-then-raw-read mix loses the second.
+// net.Pipe hands each write to exactly one read, so the split is certain.
+func TestTCPQueryResponseShortReads(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer server.Close()
+		for _, part := range []string{"\x00\x01", "\x02\x03banner line\n"} {
+			if _, err := io.WriteString(server, part); err != nil {
+				return
+			}
+		}
+	}()
+	m := testModule(t, `prober: tcp
+tcp: {query_response: [{expect_bytes: "\x00\x01\x02\x03"}, {expect: "^banner (line)$"}]}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	logs := &syncBuffer{}
+	reg := prometheus.NewRegistry()
+	ok := runQueryResponses(ctx, client, m.Settings.(*TCPSettings), "127.0.0.1", &tlsMetrics{reg: reg}, reg, slog.New(slog.NewTextHandler(logs, nil)))
+	<-done
+	if !ok {
+		t.Fatalf("split answer failed:\n%s", logs)
+	}
+}
+
+// parseModule parses one module named m, returning the load error.
+func parseModule(yml string) (*config.Module, error) {
+	var b strings.Builder
+	b.WriteString("modules:\n  m:\n")
+	for _, line := range strings.Split(strings.TrimSpace(yml), "\n") {
+		b.WriteString("    " + line + "\n")
+	}
+	cfg, err := config.Parse([]byte(b.String()), "test.yml")
+	if err != nil {
+		return nil, err
+	}
+	return cfg.Modules["m"], nil
+}
+
+func TestTCPConfigErrors(t *testing.T) {
+	for _, c := range []struct{ yml, want string }{
+		{"tcp: {preferred_ip_protocol: ipv4}", `preferred_ip_protocol "ipv4" must be ip4 or ip6`},
+		{"tcp: {source_ip_address: 10.0.0}", `source_ip_address "10.0.0" is not an IP address`},
+		{"tcp: {query_response: [{expect: a, expect_bytes: b}]}", "expect and expect_bytes are mutually exclusive"},
+		{"tcp: {query_response: [{send: a, labels: [{name: x, value: y}]}]}", "labels need an expect regexp"},
+		{"tcp: {query_response: [{expect: a, labels: [{name: 'bad-name', value: y}]}]}", `"bad-name" is not a valid label name`},
+		{"tcp: {query_response: [{expect: a, labels: [{name: x, value: y}]}, {expect: b, labels: [{name: z, value: y}]}]}", "only one set of label names"},
+		{"tcp: {query_response: [{expect: '('}]}", "invalid regular expression"},
+		{"tcp: {tls_config: {ca_file: /nonexistent/ca.pem}}", "ca_file"},
+		{"tcp: {expect: x}", "expect"},
+	} {
+		_, err := parseModule("prober: tcp\n" + c.yml)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want %q", c.yml, err, c.want)
+		}
+	}
+}
