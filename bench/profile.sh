@@ -23,7 +23,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cp "$root/cmd/greybox/main.go" "$out/pprofmain/main.go"
+for f in "$root"/cmd/greybox/*.go; do
+	[[ "$f" == *_test.go ]] || cp "$f" "$out/pprofmain/"
+done
 cat >"$out/pprofmain/pprof.go" <<'GO'
 package main
 
@@ -53,10 +55,19 @@ pids+=($!)
 url="http://127.0.0.1:$port/probe?module=http_2xx&target=http%3A%2F%2F$(cat "$tmp/target.addr")%2F"
 "$tmp/loadgen" -url "$url" -wait 30s
 "$tmp/loadgen" -url "$url" -c 4 -n 500 >/dev/null
-"$tmp/loadgen" -url "$url" -c "$CONCURRENCY" -d "$((SECONDS_ + 4))s" >"$tmp/load.json" &
+# Readiness is asked of the pprof index, which answers at once: asking it
+# of /debug/pprof/profile took a whole profile's length, so the profile
+# proper started as the load ended and came back empty.
+"$tmp/loadgen" -url "http://127.0.0.1:$((port + 1))/debug/pprof/" -wait 30s
+# The load outlasts the profile, which starts as soon as the load does.
+"$tmp/loadgen" -url "$url" -c "$CONCURRENCY" -d "$((SECONDS_ + 2))s" >"$tmp/load.json" &
 lg=$!
-"$tmp/loadgen" -url "http://127.0.0.1:$((port + 1))/debug/pprof/profile?seconds=$SECONDS_" -wait 1s >/dev/null 2>&1 || true
-go tool pprof -proto "http://127.0.0.1:$((port + 1))/debug/pprof/profile?seconds=$SECONDS_" >"$out/greybox.cpu.pprof" 2>/dev/null
+curl -fsS -o "$out/greybox.cpu.pprof" "http://127.0.0.1:$((port + 1))/debug/pprof/profile?seconds=$SECONDS_"
 wait "$lg"
 cat "$tmp/load.json"
-go tool pprof -top -nodecount="$TOP" "$tmp/greybox" "$out/greybox.cpu.pprof" 2>/dev/null
+go tool pprof -top -nodecount="$TOP" "$tmp/greybox" "$out/greybox.cpu.pprof" 2>/dev/null >"$tmp/top"
+cat "$tmp/top"
+if grep -q 'Total samples = 0 *$' "$tmp/top" || ! grep -q 'Total samples' "$tmp/top"; then
+	echo "profile.sh: the profile has no samples: it did not run under the load" >&2
+	exit 1
+fi

@@ -3,12 +3,16 @@
 // fixed duration (or count), like Prometheus scraping many targets at once.
 // It prints one JSON object: requests, errors, probes/s and latency
 // percentiles. A request counts as an error unless it is a 200 whose body
-// reports probe_success 1.
+// reports probe_success 1. A 503 (the exporter refused: too many probes in
+// flight) is no probe at all: it is counted apart, left out of requests,
+// probes/s and latencies, and makes loadgen exit 3, so a benchmark cannot
+// pass off cheap refusals as fast probes.
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -23,6 +27,7 @@ import (
 type result struct {
 	Requests  int     `json:"requests"`
 	Errors    int     `json:"errors"`
+	Refused   int     `json:"refused_503"`
 	Seconds   float64 `json:"seconds"`
 	ProbesSec float64 `json:"probes_per_second"`
 	P50ms     float64 `json:"p50_ms"`
@@ -58,6 +63,7 @@ func main() {
 		mu        sync.Mutex
 		latencies []time.Duration
 		errs      int
+		refused   int
 		firstErr  string
 		sent      int
 	)
@@ -85,6 +91,11 @@ func main() {
 				err := probe(client, *url, *scrapeTimeout)
 				d := time.Since(t0)
 				mu.Lock()
+				if errors.Is(err, errRefused) {
+					refused++
+					mu.Unlock()
+					continue
+				}
 				if err != nil {
 					errs++
 					if firstErr == "" {
@@ -105,6 +116,7 @@ func main() {
 	r := result{
 		Requests:  len(latencies),
 		Errors:    errs,
+		Refused:   refused,
 		Seconds:   elapsed.Seconds(),
 		ProbesSec: float64(len(latencies)) / elapsed.Seconds(),
 		P50ms:     ms(percentile(latencies, 0.50)),
@@ -115,7 +127,13 @@ func main() {
 		r.MaxMs = ms(latencies[n-1])
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(r)
+	if refused > 0 {
+		fmt.Fprintf(os.Stderr, "loadgen: %d requests answered 503 (refused, not probed): the run does not measure probes\n", refused)
+		os.Exit(3)
+	}
 }
+
+var errRefused = errors.New("503: refused, not probed")
 
 func probe(client *http.Client, url, scrapeTimeout string) error {
 	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
@@ -131,6 +149,9 @@ func probe(client *http.Client, url, scrapeTimeout string) error {
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return err
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		return errRefused
 	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("status %d: %.200s", resp.StatusCode, body)
