@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/greybox-probe/greybox/config"
@@ -283,6 +284,115 @@ func TestTCPConfigErrors(t *testing.T) {
 		{"tcp: {expect: x}", "expect"},
 	} {
 		_, err := parseModule("prober: tcp\n" + c.yml)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want %q", c.yml, err, c.want)
+		}
+	}
+}
+
+func TestDNSCompat(t *testing.T) {
+	d := newTestDNS(t)
+	cert := newTestCert(t)
+	// DNS over TLS: a TLS listener in front of the fixture's TCP side.
+	dot := newLineServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		tc := tls.Server(c, cert.serverConfig())
+		if tc.Handshake() != nil {
+			return
+		}
+		up, err := net.Dial("tcp", d.addr)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		go func() { _, _ = io.Copy(up, tc); up.Close() }()
+		_, _ = io.Copy(tc, up)
+	})
+	lastQ := func(check func(t *testing.T, q *dnsMsg, network string)) func(t *testing.T) {
+		return func(t *testing.T) {
+			q, n := d.last()
+			if q == nil {
+				t.Fatal("the server saw no query")
+			}
+			check(t, q, n)
+		}
+	}
+	counts := func(an, ns, ar float64) []want {
+		return []want{
+			{name: "probe_dns_query_succeeded", value: 1},
+			{name: "probe_dns_answer_rrs", value: an},
+			{name: "probe_dns_authority_rrs", value: ns},
+			{name: "probe_dns_additional_rrs", value: ar},
+		}
+	}
+	mod := func(extra string) string { return "prober: dns\ndns:\n  query_name: example.test\n  query_type: A\n" + extra }
+	runCompat(t, probeDNS, d, []compatCase{
+		{name: "A over udp", module: mod(""), target: d.addr, ok: true, wants: append(counts(2, 1, 1),
+			want{name: "probe_ip_protocol", value: 4},
+			want{name: "probe_ip_addr_hash", value: hashOf("127.0.0.1")},
+			want{name: "probe_dns_serial", absent: true}),
+			check: lastQ(func(t *testing.T, q *dnsMsg, n string) {
+				if n != "udp" || !q.RecursionDesired || q.IsEdns0() != nil || q.Question[0].Qclass != 1 {
+					t.Errorf("query over %s, rd=%v, edns=%v, class=%d; want udp, rd, no EDNS, IN", n, q.RecursionDesired, q.IsEdns0(), q.Question[0].Qclass)
+				}
+			})},
+		{name: "over tcp, no recursion", module: mod("  transport_protocol: tcp\n  recursion_desired: false"), target: d.addr, ok: true, wants: counts(2, 1, 1),
+			check: lastQ(func(t *testing.T, q *dnsMsg, n string) {
+				if n != "tcp" || q.RecursionDesired {
+					t.Errorf("query over %s rd=%v, want tcp without rd", n, q.RecursionDesired)
+				}
+			})},
+		{name: "dnssec sets DO", module: mod("  dnssec: true"), target: d.addr, ok: true, wants: []want{{name: "probe_dns_authenticated_data", value: 0}},
+			check: lastQ(func(t *testing.T, q *dnsMsg, _ string) {
+				if o := q.IsEdns0(); o == nil || !o.Do() || o.UDPSize() != 4096 {
+					t.Errorf("EDNS0 %v, want DO and 4096", o)
+				}
+			})},
+		{name: "edns_udp_size", module: mod("  edns_udp_size: 1232"), target: d.addr, ok: true,
+			check: lastQ(func(t *testing.T, q *dnsMsg, _ string) {
+				if o := q.IsEdns0(); o == nil || o.Do() || o.UDPSize() != 1232 {
+					t.Errorf("EDNS0 %v, want 1232 without DO", o)
+				}
+			})},
+		{name: "SOA serial", module: "prober: dns\ndns: {query_name: example.test, query_type: SOA}", target: d.addr, ok: true, wants: []want{{name: "probe_dns_serial", value: 2026120201}}},
+		{name: "query_class CH", module: "prober: dns\ndns: {query_name: example.test, query_type: MX, query_class: CH}", target: d.addr, ok: true, wants: counts(1, 0, 0)},
+		{name: "NXDOMAIN fails by default", module: "prober: dns\ndns: {query_name: nx.test, query_type: A}", target: d.addr, ok: false, wants: counts(0, 1, 0), log: "rcode is not one of valid_rcodes"},
+		{name: "NXDOMAIN valid", module: "prober: dns\ndns: {query_name: nx.test, query_type: A, valid_rcodes: [NXDOMAIN]}", target: d.addr, ok: true},
+		{name: "REFUSED", module: "prober: dns\ndns: {query_name: refused.test, valid_rcodes: [NOERROR, NXDOMAIN]}", target: d.addr, ok: false},
+		{name: "fail_if_matches_regexp", module: mod("  validate_answer_rrs: {fail_if_matches_regexp: ['192\\.0\\.2\\.11']}"), target: d.addr, ok: false, log: "matched fail_if_matches_regexp"},
+		{name: "fail_if_matches_regexp passes", module: mod("  validate_answer_rrs: {fail_if_matches_regexp: ['198\\.51']}"), target: d.addr, ok: true},
+		{name: "fail_if_all_match_regexp", module: mod("  validate_answer_rrs: {fail_if_all_match_regexp: ['IN\\tA\\t192\\.0\\.2\\.']}"), target: d.addr, ok: false, log: "every record matched"},
+		{name: "fail_if_all_match_regexp, one differs", module: mod("  validate_answer_rrs: {fail_if_all_match_regexp: ['192\\.0\\.2\\.10$']}"), target: d.addr, ok: true},
+		{name: "fail_if_not_matches_regexp", module: mod("  validate_answer_rrs: {fail_if_not_matches_regexp: ['192\\.0\\.2\\.10$']}"), target: d.addr, ok: false, log: "did not match fail_if_not_matches_regexp"},
+		{name: "fail_if_none_matches_regexp", module: mod("  validate_answer_rrs: {fail_if_none_matches_regexp: ['198\\.51']}"), target: d.addr, ok: false, log: "no record matched"},
+		{name: "fail_if_none_matches_regexp passes", module: mod("  validate_answer_rrs: {fail_if_none_matches_regexp: ['192\\.0\\.2\\.11$']}"), target: d.addr, ok: true},
+		{name: "authority validator", module: mod("  validate_authority_rrs: {fail_if_not_matches_regexp: ['IN\\tNS\\tns1\\.example\\.test\\.$']}"), target: d.addr, ok: true},
+		{name: "additional validator", module: mod("  validate_additional_rrs: {fail_if_matches_regexp: ['192\\.0\\.2\\.53']}"), target: d.addr, ok: false, log: "validate_additional_rrs"},
+		{name: "none-match with no records", module: "prober: dns\ndns: {query_name: nx.test, valid_rcodes: [NXDOMAIN], validate_answer_rrs: {fail_if_none_matches_regexp: [.]}}", target: d.addr, ok: false, log: "no records"},
+		{name: "dns over tls", module: fmt.Sprintf(mod("  transport_protocol: tcp\n  dns_over_tls: true\n  tls_config: {ca_file: %s}"), cert.caFile), target: dot.Addr(), ok: true, wants: counts(2, 1, 1)},
+		{name: "server by name, ip4 preferred", module: mod("  preferred_ip_protocol: ip4"), target: "v4.test:" + portOf(d.addr), ok: true, wants: []want{{name: "probe_ip_protocol", value: 4}}},
+		{name: "bare host, default port 53 refused here", module: mod(""), target: "127.0.0.1", ok: false, log: "DNS query failed"},
+	})
+}
+
+type dnsMsg = dns.Msg
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+func TestDNSConfigErrors(t *testing.T) {
+	for _, c := range []struct{ yml, want string }{
+		{"dns: {query_type: A}", "query_name must be set"},
+		{"dns: {query_name: x.test, query_type: BOGUS}", `query_type "BOGUS" is not a DNS type`},
+		{"dns: {query_name: x.test, query_class: XX}", `query_class "XX" is not a DNS class`},
+		{"dns: {query_name: x.test, valid_rcodes: [NOPE]}", `valid_rcodes: "NOPE" is not a DNS rcode`},
+		{"dns: {query_name: x.test, transport_protocol: quic}", `transport_protocol "quic" must be udp or tcp`},
+		{"dns: {query_name: x.test, dns_over_tls: true}", "dns_over_tls needs transport_protocol: tcp"},
+		{"dns: {query_name: x.test, validate_answer_rrs: {fail_if_matches_regexp: ['(']}}", "invalid regular expression"},
+		{"dns: {query_name: x.test, edns_udp_size: 100}", "below the DNS minimum"},
+	} {
+		_, err := parseModule("prober: dns\n" + c.yml)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want %q", c.yml, err, c.want)
 		}
