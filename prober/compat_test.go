@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -393,6 +394,77 @@ func TestDNSConfigErrors(t *testing.T) {
 		{"dns: {query_name: x.test, edns_udp_size: 100}", "below the DNS minimum"},
 	} {
 		_, err := parseModule("prober: dns\n" + c.yml)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want %q", c.yml, err, c.want)
+		}
+	}
+}
+
+// icmpUsable says whether this machine lets a probe open an ICMP socket of
+// the family; if not the test skips with the reason, unless CI=true on a
+// machine that should allow it (root, or our group in ping_group_range).
+func icmpUsable(t *testing.T, v6 bool) {
+	t.Helper()
+	source := "0.0.0.0"
+	if v6 {
+		source = "::"
+	}
+	s, err := openICMP(v6, false, source)
+	if err == nil {
+		s.Close()
+		return
+	}
+	if os.Getenv("CI") == "true" && (os.Geteuid() == 0 || pingGroupAllows(os.Getegid())) {
+		t.Fatalf("CI=true and this machine should allow ICMP sockets: %v", err)
+	}
+	t.Skipf("ICMP not possible here: %v", err)
+}
+
+func pingGroupAllows(gid int) bool {
+	var lo, hi int
+	if _, err := fmt.Sscan(pingGroupRange(), &lo, &hi); err != nil {
+		return false
+	}
+	return gid >= lo && gid <= hi
+}
+
+func TestICMPCompat(t *testing.T) {
+	d := newTestDNS(t)
+	hop := func() want { return want{name: "probe_icmp_reply_hop_limit", value: 64} }
+	t.Run("ipv4", func(t *testing.T) {
+		icmpUsable(t, false)
+		runCompat(t, probeICMP, d, []compatCase{
+			{name: "echo", module: "prober: icmp", target: "127.0.0.1", ok: true, wants: []want{
+				{name: "probe_ip_protocol", value: 4}, {name: "probe_ip_addr_hash", value: hashOf("127.0.0.1")}, hop(),
+			}},
+			{name: "by name, ip6 preferred falls back", module: "prober: icmp", target: "v4.test", ok: true, wants: []want{{name: "probe_ip_protocol", value: 4}}},
+			{name: "no fallback", module: "prober: icmp\nicmp: {ip_protocol_fallback: false}", target: "v4.test", ok: false, log: "has no ip6 address"},
+			{name: "payload_size", module: "prober: icmp\nicmp: {payload_size: 1400}", target: "127.0.0.1", ok: true},
+			{name: "ttl 1 reaches loopback", module: "prober: icmp\nicmp: {ttl: 1}", target: "127.0.0.1", ok: true},
+			{name: "dont_fragment", module: "prober: icmp\nicmp: {dont_fragment: true, payload_size: 1400, preferred_ip_protocol: ip4}", target: "127.0.0.1", ok: true, wants: []want{hop()}},
+			{name: "source_ip_address", module: "prober: icmp\nicmp: {source_ip_address: 127.0.0.3}", target: "127.0.0.1", ok: true},
+		})
+	})
+	t.Run("ipv6", func(t *testing.T) {
+		icmpUsable(t, true)
+		runCompat(t, probeICMP, d, []compatCase{
+			{name: "echo", module: "prober: icmp", target: "::1", ok: true, wants: []want{
+				{name: "probe_ip_protocol", value: 6}, {name: "probe_ip_addr_hash", value: hashOf("::1")}, hop(),
+			}},
+			{name: "by name", module: "prober: icmp", target: "dual.test", ok: true, wants: []want{{name: "probe_ip_protocol", value: 6}}},
+			{name: "ttl", module: "prober: icmp\nicmp: {ttl: 3}", target: "[::1]", ok: true},
+		})
+	})
+}
+
+func TestICMPConfigErrors(t *testing.T) {
+	for _, c := range []struct{ yml, want string }{
+		{"icmp: {ttl: 256}", "ttl 256 must be between 0 and 255"},
+		{"icmp: {ttl: -1}", "ttl -1 must be between"},
+		{"icmp: {payload_size: 70000}", "payload_size 70000"},
+		{"icmp: {preferred_ip_protocol: ip5}", "must be ip4 or ip6"},
+	} {
+		_, err := parseModule("prober: icmp\n" + c.yml)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want %q", c.yml, err, c.want)
 		}
