@@ -50,6 +50,9 @@ type Module struct {
 	Prober         string    `yaml:"prober"`
 	Timeout        Duration  `yaml:"timeout,omitempty"`
 	AllowedTargets Allowlist `yaml:"allowed_targets,omitempty"`
+	// Via sends the probe through each replica of a load balancer; nil
+	// probes the target as it resolves.
+	Via *Via `yaml:"via,omitempty"`
 	// Settings holds the registered settings type of Prober; it is
 	// serialised under a key named after the prober.
 	Settings Settings `yaml:"-"`
@@ -64,7 +67,7 @@ func (m *Module) YAML() string { return m.rendered }
 
 // Module keys shared by every prober; anything else must be the section
 // named after the module's prober.
-var commonModuleKeys = []string{"prober", "timeout", "allowed_targets"}
+var commonModuleKeys = []string{"prober", "timeout", "allowed_targets", "via"}
 
 var (
 	registryMu sync.RWMutex
@@ -175,6 +178,7 @@ func (m *Module) UnmarshalYAML(unmarshal func(any) error) error {
 	m.Prober = e.Field(0).String()
 	m.Timeout = e.Field(1).Interface().(Duration)
 	m.AllowedTargets = e.Field(2).Interface().(Allowlist)
+	m.Via = e.Field(4).Interface().(*Via)
 	m.Settings = settings
 	if m.Timeout < 0 {
 		return &lineError{n.Line, errors.New("timeout must not be negative")}
@@ -184,6 +188,9 @@ func (m *Module) UnmarshalYAML(unmarshal func(any) error) error {
 	}
 	if err := settings.Validate(); err != nil {
 		return &lineError{sectionLine, fmt.Errorf("%s: %w", proberName, err)}
+	}
+	if m.Via != nil {
+		return checkVia(proberName, m.Via, settings)
 	}
 	return nil
 }
@@ -200,6 +207,7 @@ func moduleType(proberName string, s Settings) reflect.Type {
 		{Name: "Timeout", Type: reflect.TypeFor[Duration](), Tag: `yaml:"timeout"`},
 		{Name: "AllowedTargets", Type: reflect.TypeFor[Allowlist](), Tag: `yaml:"allowed_targets"`},
 		{Name: "Settings", Type: reflect.TypeOf(s), Tag: reflect.StructTag(`yaml:"` + proberName + `"`)},
+		{Name: "Via", Type: reflect.TypeFor[*Via](), Tag: `yaml:"via"`},
 	})
 }
 
@@ -223,6 +231,11 @@ func (m Module) MarshalYAML() (any, error) {
 	}
 	if len(m.AllowedTargets.Entries) > 0 {
 		if err := add("allowed_targets", m.AllowedTargets); err != nil {
+			return nil, err
+		}
+	}
+	if m.Via != nil {
+		if err := add("via", m.Via); err != nil {
 			return nil, err
 		}
 	}

@@ -51,6 +51,9 @@ type Guard struct {
 	closed   bool
 	lookups  time.Duration
 	armNew   int64 // LimitHeaders in force: arm new connections with it
+	// replica, when set, is the one address (host:port) every connection
+	// is dialled to: see Through.
+	replica string
 }
 
 // NewGuard returns the guard for one probe, whose connections all close
@@ -60,6 +63,27 @@ func NewGuard(probe context.Context, allow config.Allowlist) *Guard {
 		pinned: map[string][]netip.Addr{}, approved: map[netip.Addr]bool{}}
 	context.AfterFunc(probe, func() { time.AfterFunc(guardBackstop, g.closeAll) })
 	return g
+}
+
+// Through returns the guard for one sub-probe sent through one replica of
+// a load balancer: every connection it dials goes to replica (host:port,
+// checked against allowed_targets like any dial) whatever address the
+// prober asked for. The prober's URL, Host header and TLS server name stay
+// the target's, exactly as the replica receives them from its Service, and
+// redirects and a WebSocket upgrade stay on that replica. The target's own
+// host is not dialled; it is checked as a destination behind a proxy is,
+// since the replica routes by it. Addresses this guard has approved
+// (discovery's DNS answers) stay approved.
+func (g *Guard) Through(replica string) *Guard {
+	c := NewGuard(g.probe, g.allow)
+	c.resolver = g.resolver
+	c.replica = replica
+	g.mu.Lock()
+	for a := range g.approved {
+		c.approved[a] = true
+	}
+	g.mu.Unlock()
+	return c
 }
 
 // guardBackstop is how long after the probe ends its connections are
@@ -184,9 +208,15 @@ func (g *Guard) Destination(ctx context.Context, req *http.Request, proxy ProxyF
 			return fmt.Errorf("choosing a proxy: %w", err)
 		}
 	}
-	if via == nil {
+	through := ""
+	switch {
+	case g.replica != "":
+		through = "replica " + g.replica
+	case via == nil:
 		_, err := g.Resolve(ctx, req.URL.Hostname())
 		return err
+	default:
+		through = "proxy " + via.Host
 	}
 	if g.allow.Empty() {
 		return nil
@@ -200,21 +230,23 @@ func (g *Guard) Destination(ctx context.Context, req *http.Request, proxy ProxyF
 		hosts = append(hosts, h)
 	}
 	for _, h := range hosts {
-		if err := g.viaProxy(ctx, h, via); err != nil {
+		if err := g.viaProxy(ctx, h, through); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (g *Guard) viaProxy(ctx context.Context, host string, via *url.URL) error {
+// viaProxy checks a destination that is not dialled but named to what is
+// dialled (through: "proxy <host>" or "replica <host:port>"), which routes by it.
+func (g *Guard) viaProxy(ctx context.Context, host string, through string) error {
 	host, err := canonicalHost(host)
 	if err != nil {
 		return &config.ForbiddenError{Reason: err.Error()}
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		if !g.allow.AllowsAddr(ip) {
-			return &config.ForbiddenError{Reason: fmt.Sprintf("destination %s (through proxy %s) is not in allowed_targets", ip, via.Host)}
+			return &config.ForbiddenError{Reason: fmt.Sprintf("destination %s (through %s) is not in allowed_targets", ip, through)}
 		}
 		return nil
 	}
@@ -228,12 +260,12 @@ func (g *Guard) viaProxy(ctx context.Context, host string, via *url.URL) error {
 	g.addLookup(start)
 	if err != nil {
 		return &config.ForbiddenError{Reason: fmt.Sprintf(
-			"destination %q (through proxy %s) is not allowed by name and does not resolve here, so it cannot be checked against allowed_targets", host, via.Host)}
+			"destination %q (through %s) is not allowed by name and does not resolve here, so it cannot be checked against allowed_targets", host, through)}
 	}
 	for _, a := range addrs {
 		if !g.allow.AllowsAddr(a) {
 			return &config.ForbiddenError{Reason: fmt.Sprintf(
-				"destination %q (through proxy %s) resolves to %s, which is not in allowed_targets", host, via.Host, a)}
+				"destination %q (through %s) resolves to %s, which is not in allowed_targets", host, through, a)}
 		}
 	}
 	return nil
@@ -290,6 +322,9 @@ func (t *guardTransport) CloseIdleConnections() {
 // the probe ends. It fits http.Transport, websocket.Dialer and anything
 // else that takes a dial function.
 func (g *Guard) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if g.replica != "" {
+		address = g.replica
+	}
 	host, port, err := net.SplitHostPort(address)
 	if err != nil {
 		return nil, err

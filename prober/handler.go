@@ -236,7 +236,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		logger.Info("hostname parameter: Host header and TLS server name", "hostname", hostname)
 	}
 	start := time.Now()
-	success := h.run(ctx, spec.Probe, target, *module, reg, logger, env, release)
+	success := h.run(ctx, probeFor(spec, *module), target, *module, reg, logger, env, release)
 	elapsed := time.Since(start)
 	durationGauge.Set(elapsed.Seconds())
 	if success {
@@ -350,6 +350,9 @@ func runProbe(ctx context.Context, fn ProbeFunc, target string, m config.Module,
 // checks scheme and host and runs the host through the allowlist (which pins
 // the resolved addresses for the dialer).
 func checkTarget(ctx context.Context, spec Spec, target string, m config.Module, g *Guard) error {
+	if m.Via != nil {
+		return checkViaTarget(ctx, target, m, g)
+	}
 	if spec.CheckTarget != nil {
 		return spec.CheckTarget(ctx, target, m, g)
 	}

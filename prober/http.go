@@ -64,6 +64,7 @@ func init() {
 			return &HTTPSettings{HTTPClientConfig: config.NewHTTPClientConfig(true)}
 		},
 		Probe: ProbeHTTP,
+		Via:   true,
 	})
 }
 

@@ -56,6 +56,11 @@ type Spec struct {
 	// the dialer. Nil means the target is an http(s) URL whose host the
 	// handler checks.
 	CheckTarget func(ctx context.Context, target string, module config.Module, g *Guard) error
+	// Via says the prober can be sent through each replica of a load
+	// balancer (a module's via:): its target is an http(s) URL (CheckTarget
+	// nil) and it opens every connection with env.Guard.DialContext, so a
+	// guard from Guard.Through puts all of one run on one replica.
+	Via bool
 }
 
 var (
@@ -70,7 +75,13 @@ func Register(name string, s Spec) {
 	if s.Settings == nil || s.Probe == nil {
 		panic("prober: Register " + name + " without Settings or Probe")
 	}
+	if s.Via && s.CheckTarget != nil {
+		panic("prober: Register " + name + " with Via and its own CheckTarget: via needs a URL target")
+	}
 	config.RegisterSettings(name, s.Settings)
+	if s.Via {
+		config.RegisterVia(name, checkViaConfig)
+	}
 	specsMu.Lock()
 	specs[name] = s
 	specsMu.Unlock()

@@ -81,6 +81,7 @@ func init() {
 			}
 		},
 		Probe: probeTTYDToken,
+		Via:   true,
 	})
 }
 

@@ -96,6 +96,7 @@ func init() {
 			}
 		},
 		Probe: probeTTYDWS,
+		Via:   true,
 	})
 }
 
