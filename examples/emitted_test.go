@@ -73,7 +73,7 @@ func emittedMetricNames(t *testing.T) map[string]bool {
 	for _, want := range []string{
 		"probe_ssl_earliest_cert_expiry", "probe_ttyd_token_redirect_allowed", "probe_ttyd_ws_expect_matched",
 		"probe_ttyd_ws_first_frame_seconds", "probe_k8s_dependency_ready", "probe_k8s_log_matched_lines",
-		"probe_traefik_replica_missing_routers", "probe_traefik_replica_in_grace",
+		"probe_traefik_replica_missing_routers", "probe_traefik_replica_in_grace", "probe_replica_success",
 		"greybox_probe_requests_total", "greybox_probe_duration_seconds_bucket", "greybox_remediator_actions_total",
 	} {
 		if !names[want] {
@@ -122,6 +122,9 @@ modules:
   ws:
     prober: ttyd_ws
     ttyd_ws: {send: "echo hi\r", expect: "hi"}
+  token_via:
+    prober: ttyd_token
+    via: {replicas: "%s"}
   logs:
     prober: k8s_log_errors
     k8s_log_errors:
@@ -133,7 +136,7 @@ modules:
   parity_k8s:
     prober: traefik_parity
     traefik_parity: {grace_period: 1m}
-`)
+`, strings.TrimPrefix(term.URL, "http://"))
 	cfg, err := config.Parse([]byte(yml), "emitted.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -147,6 +150,7 @@ modules:
 		"token":         term.URL,
 		"token_pinned":  fwd.URL,
 		"ws":            term.URL,
+		"token_via":     term.URL,
 		"logs":          "default/app=web",
 		"parity_static": strings.Join(static, ","),
 		"parity_k8s":    "k8s:default/app=traefik:" + replicaPort,
