@@ -66,22 +66,7 @@ func TestChainGreyboxPrometheusRemediator(t *testing.T) {
 
 	api := newFakeKubeAPI(t, created)
 	dir := t.TempDir()
-	kubeconfig := writeFile(t, dir, "kubeconfig", fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-  - name: fake
-    cluster:
-      server: %s
-contexts:
-  - name: fake
-    context:
-      cluster: fake
-      user: anonymous
-users:
-  - name: anonymous
-    user: {}
-current-context: fake
-`, api.URL))
+	kubeconfig := writeKubeconfig(t, dir, api.URL)
 	gbCfg := writeFile(t, dir, "greybox.yml", chainGreyboxConfig)
 	_, gbAddr := startServer(t, "greybox", greyboxBin, "/-/ready", func(addr string) []string {
 		return []string{"--config.file=" + gbCfg, "--web.listen-address=" + addr, "--log.level=debug", "--kubeconfig=" + kubeconfig}
@@ -112,14 +97,7 @@ scrape_configs:
       - target_label: __address__
         replacement: %s
 `, chainTarget, gbAddr))
-	_, promAddr := startServer(t, "prometheus", promBin, "/-/ready", func(addr string) []string {
-		return []string{
-			"--config.file=" + promCfg,
-			"--storage.tsdb.path=" + t.TempDir(),
-			"--web.listen-address=" + addr,
-			"--log.level=warn",
-		}
-	})
+	promAddr := startPrometheus(t, promBin, promCfg)
 	t.Logf("greybox, fake API and Prometheus up after %v", time.Since(start).Round(time.Millisecond))
 
 	// The remediator: the shipped whisker rule, pointed at this Prometheus,

@@ -259,6 +259,43 @@ func startServer(t *testing.T, name, bin, readyPath string, args func(addr strin
 	}
 }
 
+// startPrometheus starts the real Prometheus with configPath and a fresh
+// TSDB, and returns its host:port once it is ready.
+func startPrometheus(t *testing.T, bin, configPath string) string {
+	t.Helper()
+	_, addr := startServer(t, "prometheus", bin, "/-/ready", func(addr string) []string {
+		return []string{
+			"--config.file=" + configPath,
+			"--storage.tsdb.path=" + t.TempDir(),
+			"--web.listen-address=" + addr,
+			"--log.level=warn",
+		}
+	})
+	return addr
+}
+
+// writeKubeconfig writes a kubeconfig for an anonymous client of server
+// (a fake API on loopback) and returns its path.
+func writeKubeconfig(t *testing.T, dir, server string) string {
+	t.Helper()
+	return writeFile(t, dir, "kubeconfig", fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+  - name: fake
+    cluster:
+      server: %s
+contexts:
+  - name: fake
+    context:
+      cluster: fake
+      user: anonymous
+users:
+  - name: anonymous
+    user: {}
+current-context: fake
+`, server))
+}
+
 // startGreybox starts the built greybox on a free loopback port with the
 // given config and waits until it is ready. It returns the process and
 // its host:port.

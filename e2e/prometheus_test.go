@@ -75,14 +75,7 @@ scrape_configs:
 `, probeJob, selfJob, healthy.URL, failing.URL, gbAddr)
 
 	promCfgPath := writeFile(t, dir, "prometheus.yml", promCfg)
-	_, promAddr := startServer(t, "prometheus", promBin, "/-/ready", func(addr string) []string {
-		return []string{
-			"--config.file=" + promCfgPath,
-			"--storage.tsdb.path=" + t.TempDir(),
-			"--web.listen-address=" + addr,
-			"--log.level=warn",
-		}
-	})
+	promAddr := startPrometheus(t, promBin, promCfgPath)
 
 	tr := &http.Transport{DisableKeepAlives: true}
 	t.Cleanup(tr.CloseIdleConnections)

@@ -106,9 +106,7 @@ scrape_configs:
       - target_label: __address__
         replacement: %s
 `, pu.Host))
-	_, promAddr := startServer(t, "prometheus", promBin, "/-/ready", func(addr string) []string {
-		return []string{"--config.file=" + promCfg, "--storage.tsdb.path=" + t.TempDir(), "--web.listen-address=" + addr, "--log.level=warn"}
-	})
+	promAddr := startPrometheus(t, promBin, promCfg)
 	promURL := "http://" + promAddr
 	// Enough scrapes that the 3s rule has held for its whole `for`.
 	poll(t, 60*time.Second, "five scrapes in Prometheus", func() (bool, string) {
