@@ -1,11 +1,16 @@
 #!/bin/sh
-# Benchmark traefik_parity: 20 fake Traefik replicas × 5,000 routers on
-# loopback, one full probe per iteration. Prints a markdown table row per
-# case with the median of 5 runs (time per probe, bytes and allocations).
+# Benchmark traefik_parity at every size BenchmarkTraefikParity defines
+# (fake Traefik replicas on loopback, one full probe per iteration). Prints a
+# markdown section: per case the median over ROUNDS runs of time, bytes and
+# allocations per probe, with the time's range, and the time per
+# replica × router (the cost should grow only with the work).
+# Env: ROUNDS (default 5), BENCHTIME (default 3x: short, the machine is shared).
 set -eu
 cd "$(dirname "$0")/.."
-out=$(go test -run '^$' -bench BenchmarkTraefikParity -benchmem -count 5 ./prober/)
-printf '%s\n' "$out" | awk '
+ROUNDS=${ROUNDS:-5}
+BENCHTIME=${BENCHTIME:-3x}
+out=$(go test -run '^$' -bench BenchmarkTraefikParity -benchmem -benchtime "$BENCHTIME" -count "$ROUNDS" ./prober/)
+printf '%s\n' "$out" | awk -v rounds="$ROUNDS" -v bt="$BENCHTIME" '
 /^BenchmarkTraefikParity/ {
 	name = $1; sub(/^BenchmarkTraefikParity\//, "", name); sub(/-[0-9]+$/, "", name)
 	for (i = 2; i <= NF; i++) {
@@ -15,22 +20,30 @@ printf '%s\n' "$out" | awk '
 	}
 	if (!(name in seen)) { seen[name] = 1; order[++n] = name }
 }
-function median(list,    a, k, i, j, t) {
+function sorted(list, a,    k, i, j, t) {
 	k = split(list, a, " ")
 	for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-	return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+	return k
 }
+function median(list,    a, k) { k = sorted(list, a); return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
+function lo(list,    a) { sorted(list, a); return a[1] }
+function hi(list,    a, k) { k = sorted(list, a); return a[k] }
 END {
 	if (n == 0) { print "no benchmark results" > "/dev/stderr"; exit 1 }
 	print "## Traefik parity (traefik_parity)"
 	print ""
-	print "One full probe per iteration over 20 fake Traefik v3.7.9 replicas x 5,000 routers each, on loopback,"
-	print "fake servers in the same process (`go test -bench BenchmarkTraefikParity`); medians of 5."
+	print "One full probe per iteration over fake Traefik v3.7.9 replicas on loopback, fake servers in the same"
+	print "process (`go test -bench BenchmarkTraefikParity -benchmem`, " bt " per run, " rounds " runs); medians, time range over runs."
+	print "The last column divides the time by replicas × routers: flat means the cost grows only with the work."
 	print ""
-	print "| traefik_parity case | probe time (median of 5) | memory per probe | allocs per probe |"
-	print "|---|---|---|---|"
+	print "| case | probe time ms, median [min–max] | memory per probe | allocs per probe | µs per replica × router |"
+	print "|---|---|---:|---:|---:|"
 	for (i = 1; i <= n; i++) {
 		c = order[i]
-		printf "| %s | %.0f ms | %.1f MiB | %d |\n", c, median(ns[c]) / 1e6, median(by[c]) / 1048576, median(al[c])
+		work = 0
+		if (match(c, /replicas=[0-9]+/)) r = substr(c, RSTART + 9, RLENGTH - 9)
+		if (match(c, /routers=[0-9]+/)) { w = substr(c, RSTART + 8, RLENGTH - 8); work = r * w }
+		per = (work > 0) ? sprintf("%.3f", median(ns[c]) / 1000 / work) : "n/a"
+		printf "| %s | %.0f [%.0f–%.0f] | %.1f MiB | %d | %s |\n", c, median(ns[c]) / 1e6, lo(ns[c]) / 1e6, hi(ns[c]) / 1e6, median(by[c]) / 1048576, median(al[c]), per
 	}
 }'
