@@ -2,6 +2,7 @@ package prober
 
 import (
 	"encoding/pem"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -392,5 +393,42 @@ func TestViaConfigErrors(t *testing.T) {
 	m := testModule(t, "prober: http\nvia: {replicas: \"a:1,b:2\", min_success: 50%}")
 	if y := m.YAML(); !strings.Contains(y, "replicas: a:1,b:2") || !strings.Contains(y, "min_success: 50%") {
 		t.Errorf("rendered:\n%s", y)
+	}
+}
+
+// BenchmarkVia measures a ttyd_token probe through the handler straight to
+// one front (the Service's view) and through n fronts with via, all before
+// one fake ttyd: what each replica adds to a probe.
+func BenchmarkVia(b *testing.B) {
+	backend := ttyd.NewServer(ttyd.Options{})
+	b.Cleanup(backend.Close)
+	bu, _ := url.Parse(backend.URL)
+	var addrs []string
+	for range 10 {
+		f := ttyd.NewHostFront(map[string]*url.URL{viaHost: bu}, false)
+		b.Cleanup(f.Close)
+		addrs = append(addrs, f.Listener.Addr().String())
+	}
+	yml := "modules:\n  direct:\n    prober: ttyd_token\n    ttyd_token: {headers: {Host: " + viaHost + "}}\n"
+	for _, n := range []int{1, 3, 10} {
+		yml += fmt.Sprintf("  via%d:\n    prober: ttyd_token\n    via: {replicas: %q}\n", n, strings.Join(addrs[:n], ","))
+	}
+	cfg, err := config.Parse([]byte(yml), "bench.yml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := NewHandler(HandlerOptions{Config: func() *config.Config { return cfg }})
+	for _, tc := range []struct{ module, target string }{
+		{"direct", "http://" + addrs[0]}, {"via1", "http://" + viaHost}, {"via3", "http://" + viaHost}, {"via10", "http://" + viaHost},
+	} {
+		b.Run(tc.module, func(b *testing.B) {
+			path := "/probe?" + url.Values{"module": {tc.module}, "target": {tc.target}}.Encode()
+			b.ReportAllocs()
+			for b.Loop() {
+				if rec := get(h, path, nil); !strings.Contains(rec.Body.String(), "probe_success 1") {
+					b.Fatalf("%s:\n%s", tc.module, rec.Body)
+				}
+			}
+		})
 	}
 }
