@@ -11,11 +11,18 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/greybox-probe/greybox/config"
 )
@@ -325,7 +332,9 @@ func TestDNSCompat(t *testing.T) {
 			{name: "probe_dns_additional_rrs", value: ar},
 		}
 	}
-	mod := func(extra string) string { return "prober: dns\ndns:\n  query_name: example.test\n  query_type: A\n" + extra }
+	mod := func(extra string) string {
+		return "prober: dns\ndns:\n  query_name: example.test\n  query_type: A\n" + extra
+	}
 	runCompat(t, probeDNS, d, []compatCase{
 		{name: "A over udp", module: mod(""), target: d.addr, ok: true, wants: append(counts(2, 1, 1),
 			want{name: "probe_ip_protocol", value: 4},
@@ -468,5 +477,112 @@ func TestICMPConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want %q", c.yml, err, c.want)
 		}
+	}
+}
+
+// grpcHealthServer is grpc-go's own health service on 127.0.0.1, with
+// "up" SERVING and "down" NOT_SERVING; md is the last metadata it saw.
+type grpcHealthServer struct {
+	addr string
+	mu   sync.Mutex
+	md   metadata.MD
+}
+
+func newGRPCHealthServer(t *testing.T, creds credentials.TransportCredentials) *grpcHealthServer {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &grpcHealthServer{addr: l.Addr().String()}
+	opts := []grpc.ServerOption{grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+		md, _ := metadata.FromIncomingContext(ctx)
+		h.mu.Lock()
+		h.md = md
+		h.mu.Unlock()
+		return next(ctx, req)
+	})}
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	srv := grpc.NewServer(opts...)
+	hs := health.NewServer()
+	hs.SetServingStatus("up", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus("down", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Stop(); <-done })
+	return h
+}
+
+func (h *grpcHealthServer) lastMD() metadata.MD {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.md
+}
+
+func TestGRPCCompat(t *testing.T) {
+	d := newTestDNS(t)
+	cert := newTestCert(t)
+	plain := newGRPCHealthServer(t, nil)
+	secure := newGRPCHealthServer(t, credentials.NewTLS(cert.serverConfig()))
+	notGRPC := newLineServer(t, "tcp", "127.0.0.1:0", writeLines("SSH-2.0-OpenSSH_9.6\r\n"))
+	servingWants := func(serving string) []want {
+		var ws []want
+		for _, s := range grpcServingStatuses() {
+			ws = append(ws, want{name: "probe_grpc_healthcheck_response", labels: map[string]string{"serving_status": s}, value: boolValue(s == serving)})
+		}
+		return ws
+	}
+	runCompat(t, probeGRPC, d, []compatCase{
+		{name: "server health", module: "prober: grpc", target: plain.addr, ok: true, wants: append(servingWants("SERVING"),
+			want{name: "probe_grpc_status_code", value: 0}, want{name: "probe_grpc_ssl", value: 0},
+			want{name: "probe_ip_protocol", value: 4}, want{name: "probe_tls_version_info", absent: true})},
+		{name: "service serving", module: "prober: grpc\ngrpc: {service: up}", target: "http://" + plain.addr, ok: true, wants: servingWants("SERVING")},
+		{name: "service not serving", module: "prober: grpc\ngrpc: {service: down}", target: plain.addr, ok: false, wants: append(servingWants("NOT_SERVING"),
+			want{name: "probe_grpc_status_code", value: 0}), log: "not serving"},
+		{name: "unknown service", module: "prober: grpc\ngrpc: {service: nope}", target: plain.addr, ok: false, wants: append(servingWants(""),
+			want{name: "probe_grpc_status_code", value: float64(codes.NotFound)}), log: "does not know the service"},
+		{name: "metadata", module: "prober: grpc\ngrpc: {metadata: {X-Api-Key: [k1], tenant: [a, b]}}", target: plain.addr, ok: true, check: func(t *testing.T) {
+			md := plain.lastMD()
+			if got := md.Get("x-api-key"); len(got) != 1 || got[0] != "k1" {
+				t.Errorf("x-api-key = %v", got)
+			}
+			if got := md.Get("tenant"); len(got) != 2 {
+				t.Errorf("tenant = %v", got)
+			}
+		}},
+		{name: "by name, fallback to ip4", module: "prober: grpc", target: "v4.test:" + portOf(plain.addr), ok: true, wants: []want{{name: "probe_ip_protocol", value: 4}}},
+		{name: "tls", module: fmt.Sprintf("prober: grpc\ngrpc: {tls: true, tls_config: {ca_file: %s, server_name: greybox.test}}", cert.caFile), target: secure.addr, ok: true, wants: []want{
+			{name: "probe_grpc_ssl", value: 1},
+			{name: "probe_ssl_earliest_cert_expiry", value: float64(cert.notAfter.Unix())},
+			{name: "probe_tls_version_info", labels: map[string]string{"version": "TLS 1.3"}, value: 1},
+			{name: "probe_ssl_last_chain_info", labels: map[string]string{"subject": "CN=greybox.test"}, value: 1},
+		}},
+		{name: "tls untrusted", module: "prober: grpc\ngrpc: {tls: true}", target: secure.addr, ok: false, wants: []want{{name: "probe_grpc_status_code", value: float64(codes.Unavailable)}}},
+		{name: "plaintext to a TLS server", module: "prober: grpc", target: secure.addr, ok: false},
+		{name: "not a gRPC server", module: "prober: grpc\ntimeout: 2s", target: notGRPC.Addr(), ok: false},
+	})
+}
+
+func TestGRPCConfigErrors(t *testing.T) {
+	for _, c := range []struct{ yml, want string }{
+		{"grpc: {metadata: {'bad key': [x]}}", `"bad key" is not a key gRPC can send`},
+		{"grpc: {metadata: {grpc-timeout: [1S]}}", "no grpc- prefix"},
+		{"grpc: {metadata: {k: [\"a\\nb\"]}}", "characters a header cannot carry"},
+		{"grpc: {preferred_ip_protocol: tcp4}", "must be ip4 or ip6"},
+	} {
+		_, err := parseModule("prober: grpc\n" + c.yml)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want %q", c.yml, err, c.want)
+		}
+	}
+	m, err := parseModule("prober: grpc\ngrpc: {metadata: {authorization: [Bearer s3cret]}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(m.YAML(), "s3cret") || !strings.Contains(m.YAML(), "<secret>") {
+		t.Errorf("metadata printed in the clear:\n%s", m.YAML())
 	}
 }
