@@ -432,3 +432,50 @@ func BenchmarkVia(b *testing.B) {
 		})
 	}
 }
+
+// A replica that accepts and never answers costs only itself: the others
+// are reported, the probe answers by its deadline with the prober done
+// (no overrun), and its reason says it ran out of time.
+func TestViaSilentReplica(t *testing.T) {
+	f := newViaFronts(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-accepted
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	replicas := f.addrs[0] + "," + l.Addr().String() + "," + f.addrs[2]
+	h, reg, _ := newTestHandler(t, viaConfig(`
+  token:
+    prober: ttyd_token
+    timeout: 1s
+    via: {replicas: "`+replicas+`", min_success: 2}
+`), 10)
+	debug, m := probeVia(t, h, "token", "http://"+viaHost)
+	wantMetric(t, m, "probe_success", 1)
+	wantMetric(t, m, replicaKey("probe_replica_success", l.Addr().String(), ""), 0)
+	wantMetric(t, m, replicaKey("probe_replica_success", f.addrs[0], ""), 1)
+	if !hasLine(debug, `msg="replica failed"`, "replica="+l.Addr().String(), "deadline") {
+		t.Errorf("debug output:\n%s", debug)
+	}
+	if v, ok := metricValue(t, reg, "greybox_probe_overruns_total", nil); !ok || v != 0 {
+		t.Errorf("greybox_probe_overruns_total = %v (present %v), want 0", v, ok)
+	}
+}
