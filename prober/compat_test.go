@@ -8,13 +8,17 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -584,5 +588,153 @@ func TestGRPCConfigErrors(t *testing.T) {
 	}
 	if strings.Contains(m.YAML(), "s3cret") || !strings.Contains(m.YAML(), "<secret>") {
 		t.Errorf("metadata printed in the clear:\n%s", m.YAML())
+	}
+}
+
+// wsServer upgrades every request on /, greets with "hello greybox",
+// answers "ok <message>" to each message, and records the upgrade's headers.
+type wsServer struct {
+	*httptest.Server
+	mu     sync.Mutex
+	header http.Header
+}
+
+func newWSServer(t *testing.T, tlsCert *testCert, serve func(c *websocket.Conn)) *wsServer {
+	t.Helper()
+	s := &wsServer{}
+	up := websocket.Upgrader{}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/notws" {
+			http.NotFound(w, r)
+			return
+		}
+		s.mu.Lock()
+		s.header = r.Header.Clone()
+		s.mu.Unlock()
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		serve(c)
+	})
+	s.Server = httptest.NewUnstartedServer(h)
+	if tlsCert != nil {
+		s.TLS = tlsCert.serverConfig()
+		s.StartTLS()
+	} else {
+		s.Start()
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *wsServer) wsURL(path string) string {
+	return strings.Replace(strings.Replace(s.URL, "https://", "wss://", 1), "http://", "ws://", 1) + path
+}
+
+func (s *wsServer) lastHeader() http.Header {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.header
+}
+
+func greetAndEcho(c *websocket.Conn) {
+	if c.WriteMessage(websocket.TextMessage, []byte("hello greybox")) != nil {
+		return
+	}
+	for {
+		_, msg, err := c.ReadMessage()
+		if err != nil {
+			return
+		}
+		if c.WriteMessage(websocket.TextMessage, append([]byte("ok "), msg...)) != nil {
+			return
+		}
+	}
+}
+
+func TestWebSocketCompat(t *testing.T) {
+	d := newTestDNS(t)
+	cert := newTestCert(t)
+	plain := newWSServer(t, nil, greetAndEcho)
+	secure := newWSServer(t, cert, greetAndEcho)
+	big := newWSServer(t, nil, func(c *websocket.Conn) {
+		_ = c.WriteMessage(websocket.TextMessage, make([]byte, 2<<20))
+	})
+	secretFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(secretFile, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dialogue := `
+  query_response:
+    - expect: "^hello (\\w+)$"
+      send: "ack ${1}"
+    - expect: "^ok ack greybox$"`
+	runCompat(t, probeWebsocket, d, []compatCase{
+		{name: "upgrade", module: "prober: websocket", target: plain.wsURL("/"), ok: true, wants: []want{
+			{name: "probe_websocket_status_code", value: 101},
+			{name: "probe_websocket_connection_upgraded", value: 1},
+			{name: "probe_websocket_failed_due_to_regex", value: 0},
+			{name: "probe_ip_protocol", value: 4},
+		}},
+		{name: "query_response", module: "prober: websocket\nwebsocket:" + dialogue, target: plain.wsURL("/"), ok: true, wants: []want{
+			{name: "probe_websocket_failed_due_to_regex", value: 0},
+		}},
+		{name: "expect does not match", module: "prober: websocket\nwebsocket: {query_response: [{expect: '^bye'}]}", target: plain.wsURL("/"), ok: false, wants: []want{
+			{name: "probe_websocket_failed_due_to_regex", value: 1},
+		}, log: "did not match"},
+		{name: "not a websocket", module: "prober: websocket", target: plain.wsURL("/notws"), ok: false, wants: []want{
+			{name: "probe_websocket_status_code", value: 404},
+			{name: "probe_websocket_connection_upgraded", value: 0},
+		}},
+		{name: "headers and basic auth", module: fmt.Sprintf(`prober: websocket
+websocket:
+  http_config: {basic_auth: {username: u, password: p}}
+  headers:
+    X-Plain: {values: [v1]}
+    X-Secret: {secrets: [s1]}
+    X-File: {files: [%s]}`, secretFile), target: plain.wsURL("/"), ok: true, check: func(t *testing.T) {
+			h := plain.lastHeader()
+			for k, v := range map[string]string{"X-Plain": "v1", "X-Secret": "s1", "X-File": "from-file", "Authorization": "Basic dTpw"} {
+				if h.Get(k) != v {
+					t.Errorf("upgrade header %s = %q, want %q", k, h.Get(k), v)
+				}
+			}
+		}},
+		{name: "wss", module: fmt.Sprintf("prober: websocket\nwebsocket:\n  http_config: {tls_config: {ca_file: %s}}%s", cert.caFile, dialogue), target: secure.wsURL("/"), ok: true, wants: []want{
+			{name: "probe_websocket_status_code", value: 101},
+		}},
+		{name: "wss untrusted", module: "prober: websocket", target: secure.wsURL("/"), ok: false, log: "upgrade failed"},
+		{name: "read_limit", module: "prober: websocket\nwebsocket: {read_limit: 1MiB, query_response: [{expect: x}]}", target: big.wsURL("/"), ok: false, wants: []want{
+			{name: "probe_websocket_failed_due_to_regex", value: 0},
+		}, log: "larger than read_limit"},
+		{name: "by name", module: "prober: websocket\nwebsocket: {preferred_ip_protocol: ip4}", target: "ws://v4.test:" + portOf(plain.Listener.Addr().String()) + "/", ok: true, wants: []want{
+			{name: "probe_ip_protocol", value: 4},
+		}},
+	})
+}
+
+func TestWebSocketConfigErrors(t *testing.T) {
+	for _, c := range []struct{ yml, want string }{
+		{"websocket: {query_response: [{starttls: true}]}", "starttls has no meaning"},
+		{"websocket: {query_response: [{expect_bytes: x}]}", "expect_bytes is a tcp option"},
+		{"websocket: {http_config: {oauth2: {client_id: a, token_url: 'http://127.0.0.1/'}}}", "oauth2 cannot be applied"},
+		{"websocket: {headers: {Upgrade: {values: [x]}}}", "set by the WebSocket handshake"},
+		{"websocket: {headers: {X-File: {files: [/nonexistent/token]}}}", "no such file"},
+		{"websocket: {http_config: {tls_config: {ca_file: /nonexistent/ca}}}", "ca_file"},
+	} {
+		_, err := parseModule("prober: websocket\n" + c.yml)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want %q", c.yml, err, c.want)
+		}
+	}
+	m, err := parseModule("prober: websocket\nwebsocket: {headers: {X-Secret: {secrets: [s3cret]}}, http_config: {basic_auth: {username: u, password: pw0rd}}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if y := m.YAML(); strings.Contains(y, "s3cret") || strings.Contains(y, "pw0rd") {
+		t.Errorf("secrets printed:\n%s", y)
 	}
 }
