@@ -75,8 +75,6 @@ type lineServer struct {
 	mu    sync.Mutex
 	conns []net.Conn
 	once  sync.Once
-	// remote is the last peer address seen.
-	remote net.Addr
 }
 
 func newLineServer(t *testing.T, network, addr string, serve func(c net.Conn)) *lineServer {
@@ -96,7 +94,6 @@ func newLineServer(t *testing.T, network, addr string, serve func(c net.Conn)) *
 			}
 			s.mu.Lock()
 			s.conns = append(s.conns, c)
-			s.remote = c.RemoteAddr()
 			s.mu.Unlock()
 			s.wg.Add(1)
 			go func() {
@@ -112,12 +109,6 @@ func newLineServer(t *testing.T, network, addr string, serve func(c net.Conn)) *
 }
 
 func (s *lineServer) Addr() string { return s.l.Addr().String() }
-
-func (s *lineServer) Remote() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.remote
-}
 
 func (s *lineServer) Close() {
 	s.once.Do(func() {
