@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 BENCHTIME=${BENCHTIME:-200x}
 go test -run '^$' -bench '^(BenchmarkProbe|BenchmarkTTYDWS)$' -benchmem -benchtime "$BENCHTIME" -count "$ROUNDS" ./prober/ |
-	awk -v rounds="$ROUNDS" -v bt="$BENCHTIME" '
+	awk -v rounds="$ROUNDS" -v bt="$BENCHTIME" -v goals="${BENCH_GOALS:-}" '
 /^Benchmark/ {
 	name = $1; sub(/^Benchmark(Probe\/)?/, "", name); sub(/-[0-9]+$/, "", name)
 	if (name == "TTYDWS") name = "ttyd_ws"
@@ -37,5 +37,6 @@ END {
 	for (i = 1; i <= n; i++) {
 		c = order[i]
 		printf "| %s | %d | %.0f | %.0f |\n", c, median(al[c]), median(by[c]), median(ns[c]) / 1000
+		if (goals != "" && c == "ttyd_ws") printf "(3) ttyd_ws: allocations per session\tissue 13 (3), not this change\t%d\treported\n", median(al[c]) >> goals
 	}
 }'

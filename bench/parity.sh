@@ -4,13 +4,14 @@
 # markdown section: per case the median over ROUNDS runs of time, bytes and
 # allocations per probe, with the time's range, and the time per
 # replica × router (the cost should grow only with the work).
+# With BENCH_GOALS set, appends the scaling row there.
 # Env: ROUNDS (default 5), BENCHTIME (default 3x: short, the machine is shared).
 set -eu
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 BENCHTIME=${BENCHTIME:-3x}
 out=$(go test -run '^$' -bench BenchmarkTraefikParity -benchmem -benchtime "$BENCHTIME" -count "$ROUNDS" ./prober/)
-printf '%s\n' "$out" | awk -v rounds="$ROUNDS" -v bt="$BENCHTIME" '
+printf '%s\n' "$out" | awk -v rounds="$ROUNDS" -v bt="$BENCHTIME" -v goals="${BENCH_GOALS:-}" '
 /^BenchmarkTraefikParity/ {
 	name = $1; sub(/^BenchmarkTraefikParity\//, "", name); sub(/-[0-9]+$/, "", name)
 	for (i = 2; i <= NF; i++) {
@@ -45,5 +46,10 @@ END {
 		if (match(c, /routers=[0-9]+/)) { w = substr(c, RSTART + 8, RLENGTH - 8); work = r * w }
 		per = (work > 0) ? sprintf("%.3f", median(ns[c]) / 1000 / work) : "n/a"
 		printf "| %s | %.0f [%.0f–%.0f] | %.1f MiB | %d | %s |\n", c, median(ns[c]) / 1e6, lo(ns[c]) / 1e6, hi(ns[c]) / 1e6, median(by[c]) / 1048576, median(al[c]), per
+		if (work > 0 && (small == "" || work < smallw)) { small = c; smallw = work }
+		if (work > 0 && (big == "" || work > bigw)) { big = c; bigw = work }
+	}
+	if (goals != "" && small != big) {
+		printf "(2) traefik_parity: time per replica × router, %s / %s\tissue 13 (2), not this change\t%.2f\treported\n", big, small, (median(ns[big]) / bigw) / (median(ns[small]) / smallw) >> goals
 	}
 }'
