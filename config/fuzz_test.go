@@ -38,6 +38,8 @@ func FuzzParse(f *testing.F) {
 		"modules:\n  a:\n    prober: http\n    http:\n      body_size_limit: -1\n",
 		"modules:\n  a:\n    prober: http\n    timeout: -5s\n",
 		"--- \nmodules:\n  a: {prober: http}\n---\nmodules: {}\n",
+		"modules:\n  a:\n    prober: http\n    via: {replicas: \"k8s:traefik/app=traefik:web\", min_success: 50%}\n",
+		"modules:\n  a:\n    prober: http\n    via: {replicas: \"a:1,b:2\", min_success: [1]}\n",
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))

@@ -479,3 +479,29 @@ func TestViaSilentReplica(t *testing.T) {
 		t.Errorf("greybox_probe_overruns_total = %v (present %v), want 0", v, ok)
 	}
 }
+
+// Whatever via.replicas says, parsing it neither panics nor accepts a
+// replica greybox could not dial as given.
+func FuzzViaReplicas(f *testing.F) {
+	for _, s := range []string{"k8s:traefik/app.kubernetes.io/name=traefik:websecure", "k8s:traefik/app=traefik:8000",
+		"dns:traefik.traefik.svc:8443", "127.0.0.1:1,[::1]:2", "a:1,a:1", "k8s:traefik/app in (:9000", "dns::0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		set, err := parseViaReplicas(spec)
+		if err != nil {
+			if strings.ContainsAny(err.Error(), "\r\n") && !strings.ContainsAny(spec, "\r\n") {
+				t.Errorf("multi-line error for %q: %v", spec, err)
+			}
+			return
+		}
+		if set.discovered != nil {
+			return
+		}
+		for _, r := range set.static {
+			if _, _, err := net.SplitHostPort(r); err != nil {
+				t.Fatalf("%q: accepted replica %q: %v", spec, r, err)
+			}
+		}
+	})
+}
