@@ -348,14 +348,21 @@ func TestViaKeepsTheTargetsServerName(t *testing.T) {
     timeout: 5s
     via: {replicas: "`+strings.Join(addrs, ",")+`"}
     http: {http_client_config: {tls_config: {ca_file: `+ca+`}}}
+  ws_tls:
+    prober: ttyd_ws
+    timeout: 5s
+    via: {replicas: "`+strings.Join(addrs, ",")+`"}
+    ttyd_ws: {http_client_config: {tls_config: {ca_file: `+ca+`}}}
 `), 10)
-	debug, m := probeVia(t, h, "http_tls", "https://example.com")
-	wantMetric(t, m, "probe_success", 1)
-	wantMetric(t, m, "probe_replicas_succeeded", 2)
-	for _, fr := range fronts {
-		names := fr.ServerNames()
-		if len(names) == 0 || slices.ContainsFunc(names, func(s string) bool { return s != "example.com" }) {
-			t.Errorf("SNI %q, want only example.com\n%s", names, debug)
+	for _, module := range []string{"http_tls", "ws_tls"} {
+		debug, m := probeVia(t, h, module, "https://example.com")
+		wantMetric(t, m, "probe_success", 1)
+		wantMetric(t, m, "probe_replicas_succeeded", 2)
+		for _, fr := range fronts {
+			names := fr.ServerNames()
+			if len(names) == 0 || slices.ContainsFunc(names, func(s string) bool { return s != "example.com" }) {
+				t.Errorf("%s: SNI %q, want only example.com\n%s", module, names, debug)
+			}
 		}
 	}
 	// With the hostname parameter, that is the name each replica gets.
