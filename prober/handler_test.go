@@ -62,7 +62,7 @@ type testSettings struct {
 
 func (*testSettings) Validate() error { return nil }
 
-func newTestHandler(t *testing.T, yml string, maxInFlight int) (*Handler, *prometheus.Registry, *History) {
+func newTestHandler(t testing.TB, yml string, maxInFlight int) (*Handler, *prometheus.Registry, *History) {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yml), "test.yml")
 	if err != nil {
