@@ -145,13 +145,19 @@ func splitHostPortTarget(target string) (host, port string, err error) {
 	if err != nil {
 		return "", "", &TargetError{Reason: fmt.Sprintf("target %q must be host:port: %v", oneLine(target), err)}
 	}
-	if host == "" {
-		return "", "", &TargetError{Reason: fmt.Sprintf("target %q has no host", oneLine(target))}
+	if badHost(host) {
+		return "", "", &TargetError{Reason: fmt.Sprintf("target %q has no usable host", oneLine(target))}
 	}
 	if err := checkPort(port); err != nil {
 		return "", "", &TargetError{Reason: fmt.Sprintf("target %q: %v", oneLine(target), err)}
 	}
 	return host, port, nil
+}
+
+// badHost: empty, or with characters no host name or address has (a
+// path, credentials, spaces, control bytes).
+func badHost(host string) bool {
+	return host == "" || strings.ContainsAny(host, "/?#@[] ") || strings.ContainsFunc(host, func(r rune) bool { return r < ' ' || r == 0x7f })
 }
 
 func checkPort(port string) error {

@@ -143,7 +143,7 @@ func dnsTarget(target string, dot bool) (host, port string, err error) {
 	} else {
 		host = strings.Trim(target, "[]")
 	}
-	if host == "" || strings.ContainsAny(host, "/?#@ []") {
+	if badHost(host) {
 		return "", "", &TargetError{Reason: fmt.Sprintf("target %q must be a DNS server: host, host:port or [ipv6]:port", oneLine(target))}
 	}
 	return host, port, nil

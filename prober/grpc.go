@@ -103,7 +103,7 @@ func grpcTarget(target string, useTLS bool) (host, port string, err error) {
 		raw = "http://" + raw
 	}
 	u, err := url.Parse(raw)
-	if err != nil || u.Hostname() == "" || u.User != nil {
+	if err != nil || badHost(u.Hostname()) || u.User != nil {
 		return "", "", &TargetError{Reason: fmt.Sprintf("target %q must be host:port or an http(s) URL with a host", oneLine(target))}
 	}
 	host, port = u.Hostname(), u.Port()

@@ -74,7 +74,7 @@ func icmpTarget(target string) (string, error) {
 	if _, err := netip.ParseAddr(host); err == nil {
 		return host, nil
 	}
-	if host == "" || strings.ContainsAny(host, ":/?#@ ") {
+	if badHost(host) || strings.Contains(host, ":") {
 		return "", &TargetError{Reason: fmt.Sprintf("target %q must be a host name or IP address (no port or URL)", oneLine(target))}
 	}
 	return host, nil

@@ -210,7 +210,9 @@ func runQueryResponses(ctx context.Context, conn net.Conn, s *TCPSettings, host 
 			if expectInfo != nil && len(qr.Labels) > 0 {
 				vals := make([]string, len(qr.Labels))
 				for j, l := range qr.Labels {
-					vals[j] = string(qr.Expect.Expand(nil, []byte(l.Value), line, match))
+					// A label value must be UTF-8; what a server sends
+					// need not be (blackbox panics on it).
+					vals[j] = strings.ToValidUTF8(string(qr.Expect.Expand(nil, []byte(l.Value), line, match)), "\uFFFD")
 				}
 				expectInfo.WithLabelValues(vals...).Set(1)
 			}

@@ -142,7 +142,7 @@ func websocketTarget(target string) (*url.URL, error) {
 	if err != nil {
 		return nil, &TargetError{Reason: fmt.Sprintf("target is not a URL: %v", err)}
 	}
-	if u.Scheme != "ws" && u.Scheme != "wss" || u.Hostname() == "" {
+	if u.Scheme != "ws" && u.Scheme != "wss" || badHost(u.Hostname()) {
 		return nil, &TargetError{Reason: fmt.Sprintf("target %q must be a ws:// or wss:// URL with a host", oneLine(target))}
 	}
 	if p := u.Port(); p != "" {
