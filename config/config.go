@@ -304,7 +304,13 @@ func parse(data []byte, name string) (*Config, error) {
 			// first probe.
 			c := &hc.HTTPClient().HTTPClientConfig
 			c.SetDirectory(filepath.Dir(name))
-			if err := secretfile.Check(c, m.Prober+".http_client_config"); err != nil {
+			key := m.Prober + ".http_client_config"
+			// A prober whose client config sits under another key (or
+			// is only a tls_config) names the key the user wrote.
+			if k, ok := m.Settings.(interface{ ClientConfigKey() string }); ok {
+				key = strings.TrimSuffix(m.Prober+"."+k.ClientConfigKey(), ".")
+			}
+			if err := secretfile.Check(c, key); err != nil {
 				return nil, fmt.Errorf("%s:%d: module %q: %v", name, e.line, n, err)
 			}
 		}

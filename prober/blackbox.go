@@ -295,3 +295,6 @@ func isTimeout(ctx context.Context, err error) bool {
 	var ne net.Error
 	return ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)
 }
+
+// ClientConfigKey: the files are under the prober's own tls_config.
+func (t *TLSFiles) ClientConfigKey() string { return "" }

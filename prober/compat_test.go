@@ -291,7 +291,7 @@ func TestTCPConfigErrors(t *testing.T) {
 		{"tcp: {query_response: [{expect: a, labels: [{name: 'bad-name', value: y}]}]}", `"bad-name" is not a valid label name`},
 		{"tcp: {query_response: [{expect: a, labels: [{name: x, value: y}]}, {expect: b, labels: [{name: z, value: y}]}]}", "only one set of label names"},
 		{"tcp: {query_response: [{expect: '('}]}", "invalid regular expression"},
-		{"tcp: {tls_config: {ca_file: /nonexistent/ca.pem}}", "ca_file"},
+		{"tcp: {tls_config: {ca_file: /nonexistent/ca.pem}}", "tcp.tls_config.ca_file: /nonexistent/ca.pem"},
 		{"tcp: {expect: x}", "expect"},
 	} {
 		_, err := parseModule("prober: tcp\n" + c.yml)
@@ -404,6 +404,7 @@ func TestDNSConfigErrors(t *testing.T) {
 		{"dns: {query_name: x.test, dns_over_tls: true}", "dns_over_tls needs transport_protocol: tcp"},
 		{"dns: {query_name: x.test, validate_answer_rrs: {fail_if_matches_regexp: ['(']}}", "invalid regular expression"},
 		{"dns: {query_name: x.test, edns_udp_size: 100}", "below the DNS minimum"},
+		{"dns: {query_name: x.test, transport_protocol: tcp, dns_over_tls: true, tls_config: {cert_file: /nonexistent/c, key_file: /nonexistent/k}}", "dns.tls_config.cert_file"},
 	} {
 		_, err := parseModule("prober: dns\n" + c.yml)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -575,6 +576,7 @@ func TestGRPCConfigErrors(t *testing.T) {
 		{"grpc: {metadata: {grpc-timeout: [1S]}}", "no grpc- prefix"},
 		{"grpc: {metadata: {k: [\"a\\nb\"]}}", "characters a header cannot carry"},
 		{"grpc: {preferred_ip_protocol: tcp4}", "must be ip4 or ip6"},
+		{"grpc: {tls: true, tls_config: {ca_file: /nonexistent/ca}}", "grpc.tls_config.ca_file"},
 	} {
 		_, err := parseModule("prober: grpc\n" + c.yml)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -721,8 +723,8 @@ func TestWebSocketConfigErrors(t *testing.T) {
 		{"websocket: {query_response: [{expect_bytes: x}]}", "expect_bytes is a tcp option"},
 		{"websocket: {http_config: {oauth2: {client_id: a, token_url: 'http://127.0.0.1/'}}}", "oauth2 cannot be applied"},
 		{"websocket: {headers: {Upgrade: {values: [x]}}}", "set by the WebSocket handshake"},
-		{"websocket: {headers: {X-File: {files: [/nonexistent/token]}}}", "no such file"},
-		{"websocket: {http_config: {tls_config: {ca_file: /nonexistent/ca}}}", "ca_file"},
+		{"websocket: {headers: {X-File: {files: [/nonexistent/token]}}}", "websocket.http_config.http_headers.X-File.files: /nonexistent/token"},
+		{"websocket: {http_config: {tls_config: {ca_file: /nonexistent/ca}}}", "websocket.http_config.tls_config.ca_file"},
 	} {
 		_, err := parseModule("prober: websocket\n" + c.yml)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

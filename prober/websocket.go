@@ -388,3 +388,6 @@ func truncateForLog(b []byte) string {
 	}
 	return fmt.Sprintf("%q", b)
 }
+
+// ClientConfigKey is blackbox's name for the client config.
+func (s *WebsocketSettings) ClientConfigKey() string { return "http_config" }
