@@ -383,11 +383,32 @@ func TestDNSCompat(t *testing.T) {
 		{name: "none-match with no records", module: "prober: dns\ndns: {query_name: nx.test, valid_rcodes: [NXDOMAIN], validate_answer_rrs: {fail_if_none_matches_regexp: [.]}}", target: d.addr, ok: false, log: "no records"},
 		{name: "dns over tls", module: fmt.Sprintf(mod("  transport_protocol: tcp\n  dns_over_tls: true\n  tls_config: {ca_file: %s}"), cert.caFile), target: dot.Addr(), ok: true, wants: counts(2, 1, 1)},
 		{name: "server by name, ip4 preferred", module: mod("  preferred_ip_protocol: ip4"), target: "v4.test:" + portOf(d.addr), ok: true, wants: []want{{name: "probe_ip_protocol", value: 4}}},
-		{name: "bare host, default port 53 refused here", module: mod(""), target: "127.0.0.1", ok: false, log: "DNS query failed"},
 	})
 }
 
 type dnsMsg = dns.Msg
+
+// Blackbox's default ports: 53, 853 for DNS over TLS; a bare IPv6 address
+// or a bracketed one without a port is a host.
+func TestDNSTargetPorts(t *testing.T) {
+	for _, c := range []struct {
+		target     string
+		dot        bool
+		host, port string
+	}{
+		{"192.0.2.1", false, "192.0.2.1", "53"},
+		{"192.0.2.1", true, "192.0.2.1", "853"},
+		{"ns.example.test:5353", true, "ns.example.test", "5353"},
+		{"::1", false, "::1", "53"},
+		{"[::1]", false, "::1", "53"},
+		{"[::1]:54", false, "::1", "54"},
+	} {
+		h, p, err := dnsTarget(c.target, c.dot)
+		if err != nil || h != c.host || p != c.port {
+			t.Errorf("dnsTarget(%q, %v) = %q, %q, %v; want %q, %q", c.target, c.dot, h, p, err, c.host, c.port)
+		}
+	}
+}
 
 func portOf(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
