@@ -760,3 +760,29 @@ func TestWebSocketConfigErrors(t *testing.T) {
 		t.Errorf("secrets printed:\n%s", y)
 	}
 }
+
+// Where ping_group_range admits our group, the probe uses a datagram ICMP
+// socket (no privilege) and still matches its reply, whose ID the kernel
+// rewrote. Elsewhere this skips; run it as root in a network namespace
+// with the range widened to exercise it (see the README's icmp section).
+func TestICMPDatagramSocket(t *testing.T) {
+	if !pingGroupAllows(os.Getegid()) {
+		t.Skipf("net.ipv4.ping_group_range %q does not include group %d", pingGroupRange(), os.Getegid())
+	}
+	for _, v6 := range []bool{false, true} {
+		s, err := openICMP(v6, false, map[bool]string{false: "0.0.0.0", true: "::"}[v6])
+		if err != nil {
+			t.Fatalf("ping_group_range allows us, but: %v", err)
+		}
+		datagram := s.datagram
+		s.Close()
+		if !datagram {
+			t.Errorf("v6=%v: a raw socket was chosen where a datagram one is allowed", v6)
+		}
+	}
+	runCompat(t, probeICMP, nil, []compatCase{
+		{name: "ipv4", module: "prober: icmp", target: "127.0.0.1", ok: true, wants: []want{{name: "probe_ip_protocol", value: 4}}},
+		{name: "ipv6", module: "prober: icmp", target: "::1", ok: true, wants: []want{{name: "probe_ip_protocol", value: 6}}},
+		{name: "ttl and payload", module: "prober: icmp\nicmp: {ttl: 2, payload_size: 512}", target: "127.0.0.1", ok: true},
+	})
+}
