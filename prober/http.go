@@ -227,9 +227,9 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *pr
 	}
 	if resp.TLS != nil {
 		isSSL.Set(1)
-		if exp := earliestExpiry(resp.TLS); !exp.IsZero() {
-			gauge(reg, "probe_ssl_earliest_cert_expiry", "Earliest expiry of the presented certificate chain, as a Unix time.").Set(float64(exp.Unix()))
-		}
+		// blackbox's TLS metric set, shared with tcp and grpc; without a
+		// verified chain there is no last-chain expiry to report.
+		(&tlsMetrics{reg: reg}).record(*resp.TLS)
 		if s.FailIfSSL {
 			logger.Error("final response was TLS and fail_if_ssl is set")
 			success = false
