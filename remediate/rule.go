@@ -667,6 +667,11 @@ func (e *Engine) attempt(ctx context.Context, rs *ruleState, c *Candidate) {
 			msg = fmt.Sprintf("%s %s blocked by a PodDisruptionBudget; retrying next interval", r.Action, target)
 			e.event(ctx, target, corev1.EventTypeWarning, ReasonBlocked,
 				fmt.Sprintf("rule %s: eviction blocked by a PodDisruptionBudget", r.Name), now)
+		} else {
+			// kubectl describe on the pod is where an operator looks first;
+			// a 403 from missing RBAC must show there, not only in our log.
+			e.event(ctx, target, corev1.EventTypeWarning, ReasonFailed,
+				fmt.Sprintf("rule %s: %s", r.Name, msg), now)
 		}
 		e.finish(r, c, rec, result, msg)
 		return

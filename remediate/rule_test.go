@@ -334,8 +334,15 @@ func TestActionErrors(t *testing.T) {
 			if err != nil || len(recs) != 0 {
 				t.Errorf("failed action left records %v (err %v)", recs, err)
 			}
-			if tc.result == ResultBlocked && len(h.events(ReasonBlocked)) != 2 {
-				t.Errorf("want 2 %s events", ReasonBlocked)
+			reason := ReasonFailed
+			if tc.result == ResultBlocked {
+				reason = ReasonBlocked
+			}
+			if n := len(h.events(reason)); n != 2 {
+				t.Errorf("%d %s events, want 2 (one per failed attempt)", n, reason)
+			}
+			if reason == ReasonBlocked && len(h.events(ReasonFailed)) != 0 {
+				t.Errorf("a PDB refusal is %s, not %s", ReasonBlocked, ReasonFailed)
 			}
 		})
 	}
