@@ -27,7 +27,9 @@ type Options struct {
 var ErrNotConfigured = errors.New("no Kubernetes configuration: set --kubeconfig or KUBECONFIG, or run in a cluster")
 
 // RESTConfig resolves the client configuration: --kubeconfig, then
-// $KUBECONFIG, then the in-cluster service account. Log streams are bounded
+// $KUBECONFIG, then the in-cluster service account. ~/.kube/config is
+// deliberately not a fallback, unlike kubectl: a binary that can delete
+// pods must be pointed at a cluster, never find one in a home directory. Log streams are bounded
 // by their request contexts, so no client-wide Timeout is set.
 func RESTConfig(o Options) (*rest.Config, error) {
 	var cfg *rest.Config
