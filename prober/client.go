@@ -2,6 +2,7 @@ package prober
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/url"
 
@@ -17,11 +18,17 @@ import (
 // too: it is checked here, and its request (which prometheus/common makes
 // on a context of its own) dials through the guard like the rest.
 func NewHTTPClient(ctx context.Context, cfg config.HTTPClientConfig, env Env, name string, keepAlive bool) (*http.Client, error) {
+	return newHTTPClient(ctx, cfg, env, name, keepAlive, env.Guard.DialContext)
+}
+
+// newHTTPClient is NewHTTPClient with the dial to use: the guard's, or
+// one that keeps its promises (http's chosen address and source).
+func newHTTPClient(ctx context.Context, cfg config.HTTPClientConfig, env Env, name string, keepAlive bool, dial func(context.Context, string, string) (net.Conn, error)) (*http.Client, error) {
 	c := cfg.HTTPClientConfig
 	// Proxy() memoises into c, a copy, so the transport common builds and
 	// the guard's check use the same choice of proxy.
 	proxy := ProxyFunc(c.ProxyConfig.Proxy())
-	opts := []pconfig.HTTPClientOption{pconfig.WithUserAgent(UserAgent), pconfig.WithDialContextFunc(env.Guard.DialContext)}
+	opts := []pconfig.HTTPClientOption{pconfig.WithUserAgent(UserAgent), pconfig.WithDialContextFunc(dial)}
 	if !keepAlive {
 		opts = append(opts, pconfig.WithKeepAlivesDisabled())
 	}
