@@ -33,6 +33,10 @@ type Config struct {
 	// DefaultModule is used when /probe gets no module parameter.
 	DefaultModule string             `yaml:"default_module,omitempty"`
 	Modules       map[string]*Module `yaml:"modules"`
+	// Warnings are what the file has that greybox accepts and does not
+	// use ("file:line: …"), in document order, for --config.check and
+	// the load log.
+	Warnings []string `yaml:"-"`
 }
 
 // Settings is one prober's own section of a module. Each prober defines its
@@ -60,6 +64,25 @@ type Module struct {
 	// rendered is the module as YAML (secrets redacted), made once at load
 	// because debug output and history show it for every probe.
 	rendered string
+	// ignored are other probers' sections in this module.
+	ignored []ignoredSection
+}
+
+type ignoredSection struct {
+	key  string
+	line int
+}
+
+// blackboxOnlySections are blackbox prober sections greybox has no prober
+// for; a module may still carry them, as in blackbox.
+var blackboxOnlySections = []string{"unix"}
+
+func isProberSection(key string) bool {
+	if slices.Contains(blackboxOnlySections, key) {
+		return true
+	}
+	_, ok := newSettings(key)
+	return ok
 }
 
 // YAML returns the module's configuration as YAML, secrets redacted.
@@ -148,16 +171,29 @@ func (m *Module) UnmarshalYAML(unmarshal func(any) error) error {
 		return &lineError{proberLine, fmt.Errorf("unknown prober %q (known: %s)", proberName, strings.Join(Probers(), ", "))}
 	}
 	sectionLine := n.Line
+	kept := make([]*yaml.Node, 0, len(n.Content))
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i]
 		switch {
 		case slices.Contains(commonModuleKeys, k.Value):
 		case k.Value == proberName:
 			sectionLine = k.Line
+		case isProberSection(k.Value):
+			// blackbox decodes every prober's section and uses only its
+			// own, so files carry leftovers (an http: block in a tcp
+			// module); accepted, left out of the decode, and reported.
+			m.ignored = append(m.ignored, ignoredSection{k.Value, k.Line})
+			continue
 		default:
 			return &lineError{k.Line, fmt.Errorf("unknown key %q in a %s module (allowed: %s, %s)",
 				k.Value, proberName, strings.Join(commonModuleKeys, ", "), proberName)}
 		}
+		kept = append(kept, k, n.Content[i+1])
+	}
+	if len(m.ignored) > 0 {
+		all := n.Content
+		n.Content = kept
+		defer func() { n.Content = all }()
 	}
 	// Decode again, strictly, into a struct whose last field is the prober's
 	// section. The field tag is the prober name, so the section key is fixed
@@ -298,6 +334,10 @@ func parse(data []byte, name string) (*Config, error) {
 			return nil, fmt.Errorf("%s:%d: module %q is empty", name, e.line, n)
 		}
 		m.Name = n
+		for _, ig := range m.ignored {
+			cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s:%d: module %q: %s section ignored: a %s module uses only its %s section (blackbox ignores it too)",
+				name, ig.line, n, ig.key, m.Prober, m.Prober))
+		}
 		if hc, ok := m.Settings.(interface{ HTTPClient() *HTTPClientConfig }); ok {
 			// Relative paths are relative to the config file, as in
 			// Prometheus; every file must be readable now, not at the

@@ -25,7 +25,7 @@ func TestParseErrorsNameFileLineAndKey(t *testing.T) {
 		{"missing prober", "modules:\n  a:\n    timeout: 5s\n", []string{"t.yml:3", `module "a"`, `missing key "prober"`}},
 		{"unknown prober", "modules:\n  a:\n    prober: smtp\n", []string{"t.yml:3", `unknown prober "smtp"`, "http"}},
 		{"unknown module key", "modules:\n  a:\n    prober: http\n    retries: 3\n", []string{"t.yml:4", `module "a"`, `unknown key "retries"`}},
-		{"section of another prober", "modules:\n  a:\n    prober: http\n    ttyd_ws: {}\n", []string{"t.yml:4", `unknown key "ttyd_ws"`}},
+		{"unknown key that is no prober's section", "modules:\n  a:\n    prober: http\n    ttyd: {}\n", []string{"t.yml:4", `unknown key "ttyd"`}},
 		{"unknown key inside section", "modules:\n  ok:\n    prober: http\n  a:\n    prober: http\n    http:\n      methd: GET\n", []string{"t.yml:7", `module "a"`, `unknown key "methd"`}},
 		{"unknown key in http_client_config", "modules:\n  a:\n    prober: http\n    http:\n      http_client_config:\n        basic_auth: {usr: x}\n", []string{"t.yml:6", `unknown key "usr"`}},
 		{"bad regexp", "modules:\n  a:\n    prober: http\n    http:\n      fail_if_body_matches_regexp: ['(']\n", []string{"t.yml:5", `module "a"`, "invalid regular expression"}},
@@ -145,5 +145,30 @@ func TestThirdPartyValidationErrorsGetALine(t *testing.T) {
 	_, err := config.Parse([]byte("modules:\n  a:\n    prober: http\n    http:\n      http_client_config:\n        basic_auth: {username: u, password: p}\n        authorization: {credentials: c}\n"), "t.yml")
 	if err == nil || !strings.Contains(err.Error(), "t.yml:4") || !strings.Contains(err.Error(), "at most one of basic_auth") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// blackbox accepts, and ignores, other probers' sections in a module
+// (an http: block left in a tcp module); so does greybox, saying so.
+func TestOtherProberSectionIgnored(t *testing.T) {
+	yml := "modules:\n  a:\n    prober: tcp\n    http:\n      no_such_key: 1\n    unix: {}\n    tcp: {preferred_ip_protocol: ip4}\n  b: {prober: http}\n"
+	cfg, err := config.Parse([]byte(yml), "t.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`t.yml:4: module "a": http section ignored: a tcp module uses only its tcp section`,
+		`t.yml:6: module "a": unix section ignored`,
+	}
+	if len(cfg.Warnings) != len(want) {
+		t.Fatalf("warnings %q, want %d", cfg.Warnings, len(want))
+	}
+	for i, w := range want {
+		if !strings.Contains(cfg.Warnings[i], w) {
+			t.Errorf("warning %q does not contain %q", cfg.Warnings[i], w)
+		}
+	}
+	if strings.Contains(cfg.Modules["a"].YAML(), "http") {
+		t.Errorf("ignored section rendered:\n%s", cfg.Modules["a"].YAML())
 	}
 }

@@ -73,6 +73,13 @@ func run() int {
 		}
 		return 1
 	}
+	for _, w := range cfg.Warnings {
+		if *configCheck {
+			fmt.Fprintln(os.Stderr, "warning:", w)
+		} else {
+			logger.Warn("configuration", "warning", w)
+		}
+	}
 	if *configCheck {
 		fmt.Printf("%s: OK, %d modules\n", *configFile, len(cfg.Modules))
 		return 0
