@@ -338,6 +338,13 @@ func parse(data []byte, name string) (*Config, error) {
 			cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s:%d: module %q: %s section ignored: a %s module uses only its %s section (blackbox ignores it too)",
 				name, ig.line, n, ig.key, m.Prober, m.Prober))
 		}
+		if f, ok := m.Settings.(interface{ ReadFiles(dir string) error }); ok {
+			// A file a section names (http's body_file), relative to
+			// the config file like every other path.
+			if err := f.ReadFiles(filepath.Dir(name)); err != nil {
+				return nil, fmt.Errorf("%s:%d: module %q: %s.%v", name, e.line, n, m.Prober, err)
+			}
+		}
 		if hc, ok := m.Settings.(interface{ HTTPClient() *HTTPClientConfig }); ok {
 			// Relative paths are relative to the config file, as in
 			// Prometheus; every file must be readable now, not at the

@@ -9,14 +9,18 @@ import (
 	_ "github.com/greybox-probe/greybox/prober"
 )
 
-// examples/blackbox.yml is a blackbox_exporter file for the tcp, dns, icmp,
-// grpc and websocket probers: it loads as greybox --config.check loads it,
+// examples/blackbox.yml is a blackbox_exporter file for the http, tcp, dns,
+// icmp, grpc and websocket probers: it loads as greybox --config.check loads it,
 // and it uses every option blackbox documents for them, so an option greybox
 // stopped accepting fails here.
 func TestBlackboxConfigLoads(t *testing.T) {
 	cfg, err := config.Load("blackbox.yml")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The leftover http: section of tcp_with_leftover_http, and only it.
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], `module "tcp_with_leftover_http": http section ignored`) {
+		t.Errorf("warnings %q", cfg.Warnings)
 	}
 	raw, err := os.ReadFile("blackbox.yml")
 	if err != nil {
@@ -26,13 +30,21 @@ func TestBlackboxConfigLoads(t *testing.T) {
 	for _, m := range cfg.Modules {
 		probers[m.Prober] = true
 	}
-	for _, p := range []string{"tcp", "dns", "icmp", "grpc", "websocket"} {
+	for _, p := range []string{"http", "tcp", "dns", "icmp", "grpc", "websocket"} {
 		if !probers[p] {
 			t.Errorf("no %s module", p)
 		}
 	}
-	// blackbox's CONFIGURATION.md, <tcp_probe> … <websocket_probe>.
+	// blackbox's CONFIGURATION.md, <http_probe> … <websocket_probe>.
 	for _, key := range []string{
+		"valid_status_codes:", "valid_http_versions:", "method:", "headers:", "http_headers:",
+		"body_size_limit:", "compression:", "follow_redirects:", "no_follow_redirects:",
+		"fail_if_ssl:", "fail_if_not_ssl:", "fail_if_body_json_matches_cel:",
+		"fail_if_body_json_not_matches_cel:", "fail_if_body_matches_regexp:",
+		"fail_if_body_not_matches_regexp:", "fail_if_header_matches:", "fail_if_header_not_matches:",
+		"header:", "regexp:", "allow_missing:", "basic_auth:", "authorization:", "proxy_url:",
+		"no_proxy:", "proxy_from_environment:", "proxy_connect_header:",
+		"skip_resolve_phase_with_proxy:", "enable_http2:", "body:", "body_file:",
 		"preferred_ip_protocol:", "ip_protocol_fallback:", "source_ip_address:", "query_response:",
 		"expect:", "expect_bytes:", "labels:", "send:", "starttls:", "tls:", "tls_config:",
 		"insecure_skip_verify:", "server_name:", "min_version:", "max_version:",

@@ -14,6 +14,7 @@ import (
 	"net/http/httptrace"
 	"net/netip"
 	"net/textproto"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -146,13 +147,6 @@ func (s *HTTPSettings) Validate() error {
 	if s.Body != "" && s.BodyFile != "" {
 		return errors.New("body and body_file cannot both be set")
 	}
-	if s.BodyFile != "" {
-		b, err := regularfile.ReadFile(s.BodyFile, maxBodyFile)
-		if err != nil {
-			return fmt.Errorf("body_file: %w", err)
-		}
-		s.bodyFromFile = string(b)
-	}
 	if s.NoFollowRedirects != nil {
 		s.HTTPClientConfig.FollowRedirects = !*s.NoFollowRedirects
 	}
@@ -178,6 +172,25 @@ func (s *HTTPSettings) Validate() error {
 		return err
 	}
 	return s.HTTPClientConfig.Validate()
+}
+
+// ReadFiles reads body_file once at load, relative to the config file's
+// directory (blackbox opens it for every probe, relative to its working
+// directory, and only logs a failure).
+func (s *HTTPSettings) ReadFiles(dir string) error {
+	if s.BodyFile == "" {
+		return nil
+	}
+	path := s.BodyFile
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(dir, path)
+	}
+	b, err := regularfile.ReadFile(path, maxBodyFile)
+	if err != nil {
+		return fmt.Errorf("body_file: %w", err)
+	}
+	s.bodyFromFile = string(b)
+	return nil
 }
 
 // maxBodyFile bounds body_file: it is held in memory for every probe.
