@@ -215,8 +215,9 @@ func (s *HTTPSettings) validateCompression() error {
 		return nil
 	}
 	if s.Compression != "" {
-		// Without it Go's transport asks for gzip and decodes it itself,
-		// and the body this option says to decode would arrive decoded.
+		// prometheus/common's transport sends no Accept-Encoding, and a
+		// server that negotiates would answer with identity, which the
+		// decoder this option asks for then refuses.
 		s.acceptEncoding = s.Compression
 	}
 	return nil
