@@ -107,6 +107,9 @@ func TestHTTPCompatVersionsAndHeaders(t *testing.T) {
 		{name: "HTTP/2 in valid_http_versions", module: "prober: http\nhttp: {valid_http_versions: [HTTP/1.1, HTTP/2.0], " + ca + "}", target: h2.URL, ok: true, wants: []want{
 			{name: "probe_http_version", value: 2},
 		}},
+		{name: "inline enable_http2: false", module: "prober: http\nhttp: {enable_http2: false, valid_http_versions: [HTTP/1.1], " + ca + "}", target: h2.URL, ok: true, wants: []want{
+			{name: "probe_http_version", value: 1.1},
+		}},
 		{name: "HTTP/2 not in valid_http_versions", module: "prober: http\nhttp: {valid_http_versions: [HTTP/1.1], " + ca + "}", target: h2.URL, ok: false, log: "invalid HTTP version"},
 		{name: "HTTP/1.1 not in valid_http_versions", module: "prober: http\nhttp: {valid_http_versions: [HTTP/2.0]}", target: plain.URL, ok: false, wants: []want{
 			{name: "probe_http_version", value: 1.1},
@@ -361,7 +364,13 @@ func TestHTTPConfigErrors(t *testing.T) {
 	if got := m.Settings.(*HTTPSettings).bodyFromFile; got != `{"q": 1}` {
 		t.Errorf("body_file read as %q", got)
 	}
-	if strings.Contains(m.YAML(), "tls_config:\n") && strings.Contains(m.YAML(), "http_client_config") {
-		t.Errorf("inline keys rendered twice:\n%s", m.YAML())
+	// Inline client keys end up in http_client_config: rendered once,
+	// secrets redacted.
+	m, err = parseModule("prober: http\nhttp: {basic_auth: {username: u, password: inline-s3cret}, proxy_url: http://127.0.0.1:3128, proxy_connect_header: {X-P: [proxy-s3cret]}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if y := m.YAML(); strings.Contains(y, "s3cret") || strings.Count(y, "basic_auth:") != 1 || !strings.Contains(y, "http_client_config:") {
+		t.Errorf("rendered module:\n%s", y)
 	}
 }
