@@ -177,11 +177,18 @@ func (h *History) Get(id int64) (*Entry, bool) {
 	return nil, false
 }
 
-// Newest returns the newest entry for module and target.
+// Newest returns the newest entry for module and target, whatever its
+// hostname parameter.
 func (h *History) Newest(module, target string) (*Entry, bool) {
+	return h.NewestFor(module, target, "")
+}
+
+// NewestFor is Newest narrowed to one hostname parameter when hostname is
+// not empty: the same target under two Hosts is two things probed.
+func (h *History) NewestFor(module, target, hostname string) (*Entry, bool) {
 	var best *Entry
 	for _, e := range h.List() {
-		if e.Module == module && e.Target == target {
+		if e.Module == module && e.Target == target && (hostname == "" || e.Hostname == hostname) {
 			if best == nil || e.ID > best.ID {
 				best = e
 			}

@@ -145,7 +145,7 @@ var landing = template.Must(template.New("landing").Funcs(funcs).Parse(`<!DOCTYP
 <td>{{if $l.Status}}<span class="refused">{{result $l}}</span>{{else if $l.Success}}<span class="ok">success</span>{{else}}<span class="fail">failure</span>{{end}}</td>
 <td title="{{utc $l.Start}} UTC">{{index $.Ago $l.ID}}</td><td>{{if $l.Status}}–{{else}}{{human $l.Duration}}{{end}}</td>
 <td class="reason">{{with .LastFailure}}{{.Reason}}{{if ne .ID $l.ID}} <small>({{index $.Ago .ID}})</small>{{end}}{{else}}–{{end}}</td>
-<td>{{if linkable $l.Target}}<a href="{{$.Base}}/logs?module={{$l.Module}}&amp;target={{$l.Target}}">logs</a> · <a href="{{$.Base}}/probe?module={{$l.Module}}&amp;target={{$l.Target}}{{with $l.Hostname}}&amp;hostname={{.}}{{end}}">probe</a> · <a href="{{$.Base}}/probe?module={{$l.Module}}&amp;target={{$l.Target}}{{with $l.Hostname}}&amp;hostname={{.}}{{end}}&amp;debug=true">debug</a>{{else}}<a href="{{$.Base}}/logs?id={{$l.ID}}">logs</a>{{end}}</td></tr>
+<td>{{if linkable $l.Target}}<a href="{{$.Base}}/logs?module={{$l.Module}}&amp;target={{$l.Target}}{{with $l.Hostname}}&amp;hostname={{.}}{{end}}">logs</a> · <a href="{{$.Base}}/probe?module={{$l.Module}}&amp;target={{$l.Target}}{{with $l.Hostname}}&amp;hostname={{.}}{{end}}">probe</a> · <a href="{{$.Base}}/probe?module={{$l.Module}}&amp;target={{$l.Target}}{{with $l.Hostname}}&amp;hostname={{.}}{{end}}&amp;debug=true">debug</a>{{else}}<a href="{{$.Base}}/logs?id={{$l.ID}}">logs</a>{{end}}</td></tr>
 {{else}}<tr><td colspan="7">No probes yet.</td></tr>
 {{end}}</table></div>
 

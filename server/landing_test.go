@@ -83,6 +83,13 @@ func TestLandingStateSeparatesHostnames(t *testing.T) {
 	if !strings.Contains(page, `name="hostname"`) {
 		t.Error("the probe form has no hostname field")
 	}
+	// /logs narrows to the hostname: a.example answered 200, b.example 404.
+	for host, want := range map[string]string{"a.example": "status_code=200", "b.example": "status_code=404"} {
+		logs := do(s, http.MethodGet, "/logs?module=http_2xx&target="+url.QueryEscape(up.URL)+"&hostname="+host).Body.String()
+		if !strings.Contains(logs, want) {
+			t.Errorf("/logs for hostname %s lacks %q:\n%s", host, want, logs)
+		}
+	}
 }
 
 func TestHuman(t *testing.T) {

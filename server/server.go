@@ -207,7 +207,8 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		e, ok = s.history.Get(id)
 	case q.Get("module") != "" && q.Get("target") != "":
-		e, ok = s.history.Newest(q.Get("module"), prober.Redact(q.Get("target"))) // history keeps targets redacted
+		// History keeps targets redacted, hostnames as the probe got them.
+		e, ok = s.history.NewestFor(q.Get("module"), prober.Redact(q.Get("target")), q.Get("hostname"))
 	default:
 		http.Error(w, "give id, or module and target", http.StatusBadRequest)
 		return
