@@ -69,6 +69,10 @@ func FuzzBlackboxModules(f *testing.F) {
 		"prober: websocket\nwebsocket: {headers: {X: {values: [a]}}, query_response: [{expect: a, send: b}]}",
 		"prober: dns\ndns: {query_name: '..'}",
 		"prober: tcp\ntcp: {preferred_ip_protocol: ip6, ip_protocol_fallback: false, source_ip_address: '::1'}",
+		"prober: http\nhttp: {compression: br, headers: {Accept-Encoding: 'br;q=0.5'}, fail_if_body_json_matches_cel: 'body.a == 1'}",
+		"prober: http\nhttp: {tls_config: {insecure_skip_verify: true}, fail_if_header_matches: [{header: X, regexp: a}], valid_http_versions: [HTTP/2.0]}",
+		"prober: http\nhttp: {ip_protocol_fallback: false, skip_resolve_phase_with_proxy: true, proxy_url: 'http://127.0.0.1:1'}",
+		"prober: tcp\nhttp: {method: GET}\nunix: {}",
 	} {
 		f.Add(s)
 	}
@@ -89,6 +93,11 @@ func FuzzBlackboxModules(f *testing.F) {
 		case *ICMPSettings:
 			if s.TTL < 0 || s.TTL > 255 {
 				t.Fatalf("icmp loaded with ttl %d", s.TTL)
+			}
+		case *HTTPSettings:
+			if s.Inline != nil || s.BodySizeLimit <= 0 || s.selectAddr && s.ipProtocol.PreferredIPProtocol == "" ||
+				s.FailIfBodyJSONMatchesCEL != "" && s.celMatch == nil || s.FailIfBodyJSONNotMatchesCEL != "" && s.celNotMatch == nil {
+				t.Fatalf("http loaded half-validated: %+v", s)
 			}
 		case *WebsocketSettings:
 			if s.ReadLimit <= 0 {
