@@ -166,6 +166,9 @@ func (s *Server) Reload() error {
 	s.reloads.ok.Set(1)
 	s.reloads.last.SetToCurrentTime()
 	s.Logger.Info("config reloaded", "file", s.ConfigFile, "modules", len(s.cfg.Get().Modules))
+	for _, w := range s.cfg.Get().Warnings {
+		s.Logger.Warn("configuration", "warning", w)
+	}
 	return nil
 }
 
