@@ -153,8 +153,13 @@ func TestHTTPCompatIPProtocol(t *testing.T) {
 		{name: "no fallback", module: "prober: http\nhttp: {ip_protocol_fallback: false}", target: "http://v4.test:" + port + "/", ok: false, log: "has no ip6 address", wants: []want{
 			{name: "probe_ip_protocol", value: 0},
 		}},
-		{name: "without the options: no address selection", module: "prober: http", target: "http://dual.test:" + port + "/", ok: true, wants: []want{
-			{name: "probe_ip_protocol", absent: true},
+		// No ip6-first selection, but blackbox's metrics all the same: the
+		// address Go's dialer connected to (the server is on 127.0.0.1 only).
+		{name: "without the options: the address connected to", module: "prober: http", target: "http://dual.test:" + port + "/", ok: true, wants: []want{
+			{name: "probe_ip_protocol", value: 4}, {name: "probe_ip_addr_hash", value: hashOf("127.0.0.1")},
+		}},
+		{name: "without the options, refused: no connection", module: "prober: http", target: "http://v4.test:1/", ok: false, wants: []want{
+			{name: "probe_ip_protocol", value: 0}, {name: "probe_ip_addr_hash", value: 0},
 		}},
 		{name: "source_ip_address", module: "prober: http\nhttp: {source_ip_address: 127.0.0.3, fail_if_body_not_matches_regexp: ['^from 127\\.0\\.0\\.3:']}", target: from.URL, ok: true, wants: []want{
 			{name: "probe_ip_protocol", value: 4},

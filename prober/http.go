@@ -266,6 +266,9 @@ type httpPhases struct {
 	firstByte                            time.Time
 	current                              string
 	tlsOpen                              bool
+	// remote is the address of the first connection: the target's (or its
+	// proxy's), before any redirect.
+	remote netip.Addr
 }
 
 func (p *httpPhases) set(f func()) {
@@ -278,6 +281,16 @@ func (p *httpPhases) trace() *httptrace.ClientTrace {
 	return &httptrace.ClientTrace{
 		ConnectStart: func(string, string) {
 			p.set(func() { p.connectStart, p.current = time.Now(), "connect" })
+		},
+		// Not ConnectStart: the resolver's own dials to a DNS server
+		// run under the same trace.
+		GotConn: func(info httptrace.GotConnInfo) {
+			ap, err := netip.ParseAddrPort(info.Conn.RemoteAddr().String())
+			p.set(func() {
+				if err == nil && !p.remote.IsValid() {
+					p.remote = ap.Addr().Unmap()
+				}
+			})
 		},
 		ConnectDone: func(string, string, error) {
 			p.set(func() { p.connect += time.Since(p.connectStart) })
@@ -396,6 +409,11 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *pr
 	// The guard resolves every name (and pins the answer for the dial), so
 	// its lookups are the resolve phase.
 	phases.WithLabelValues("resolve").Set(env.Guard.LookupDuration().Seconds())
+	if !s.selectAddr {
+		// blackbox's address metrics, from the connection Go's dialer made
+		// (no ip6-first selection unless the module asks for it).
+		recordConnectedAddr(reg, tr, env.Guard.LookupDuration())
+	}
 	if err != nil {
 		logger.Error("HTTP request failed", "phase", tr.phase(), "err", err)
 		recordPhases(phases, tr, time.Time{})
@@ -697,4 +715,25 @@ func describeCodes(valid []int) string {
 		return "2xx"
 	}
 	return fmt.Sprint(valid)
+}
+
+// recordConnectedAddr registers probe_ip_protocol, probe_ip_addr_hash and
+// probe_dns_lookup_time_seconds as blackbox names them, for the address
+// of the probe's first connection; without one the first two are 0
+// (blackbox reports the address it chose even when the connect fails).
+func recordConnectedAddr(reg *prometheus.Registry, tr *httpPhases, lookup time.Duration) {
+	gauge(reg, "probe_dns_lookup_time_seconds", "Time the probe spent resolving the target, in seconds.").Set(lookup.Seconds())
+	proto := gauge(reg, "probe_ip_protocol", "IP protocol of the address probed: 4 or 6.")
+	hash := gauge(reg, "probe_ip_addr_hash", "FNV-32a hash of the address probed: a change means the target moved.")
+	tr.mu.Lock()
+	remote := tr.remote
+	tr.mu.Unlock()
+	if !remote.IsValid() {
+		return
+	}
+	proto.Set(4)
+	if remote.Is6() {
+		proto.Set(6)
+	}
+	hash.Set(ipHash(remote))
 }
