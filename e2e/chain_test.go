@@ -20,7 +20,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/greybox-probe/greybox/remediate"
@@ -120,31 +119,10 @@ scrape_configs:
 	cfg.Prometheus.URL = "http://" + promAddr
 	cfg.Prometheus.Timeout = model.Duration(5 * time.Second)
 
-	src, err := remediate.NewPrometheusSource(cfg.Prometheus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := fake.NewClientset(whiskerPodObject(created))
-	cs.ClearActions()
-	reg := prometheus.NewRegistry()
-	engine, err := remediate.NewEngine(remediate.Options{
-		Config: cfg, Source: src, Kube: cs,
-		Store:   &remediate.ConfigMapStore{Client: cs, Namespace: cfg.State.Namespace, Name: cfg.State.ConfigMapName},
-		Metrics: remediate.NewMetrics(reg), Identity: "e2e", Leader: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	engine, src, cs, reg := newE2EEngine(t, cfg, whiskerPodObject(created))
 	ctx := context.Background()
-
 	// has reports whether expr has at least one sample in Prometheus now.
-	has := func(expr string) (bool, string) {
-		vec, warnings, err := src.Query(ctx, expr)
-		if err != nil {
-			return false, err.Error()
-		}
-		return len(vec) > 0, fmt.Sprintf("%s → %v (warnings %v)", expr, vec, warnings)
-	}
+	has := hasSample(ctx, src)
 	evaluate := func() { engine.Evaluate(ctx) }
 	counted := func(result string) float64 { return actionsCounted(t, reg, chainRuleName, result) }
 	pending := func() float64 { return gaugeValue(t, reg, "greybox_remediator_candidates_pending", chainRuleName) }

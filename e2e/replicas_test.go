@@ -13,12 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/greybox-probe/greybox/internal/testpeer/ttyd"
@@ -167,33 +166,13 @@ scrape_configs:
 	cfg.Rules = []*remediate.Rule{rule}
 	cfg.Prometheus.URL = "http://" + promAddr
 	cfg.Prometheus.Timeout = model.Duration(5 * time.Second)
-	src, err := remediate.NewPrometheusSource(cfg.Prometheus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var objs []*corev1.Pod
+	var objs []runtime.Object
 	for _, name := range replicaPods {
 		objs = append(objs, replicaPodObject(name, 8443))
 	}
-	cs := fake.NewClientset(objs[0], objs[1], objs[2])
-	cs.ClearActions()
-	reg := prometheus.NewRegistry()
-	engine, err := remediate.NewEngine(remediate.Options{
-		Config: cfg, Source: src, Kube: cs,
-		Store:   &remediate.ConfigMapStore{Client: cs, Namespace: cfg.State.Namespace, Name: cfg.State.ConfigMapName},
-		Metrics: remediate.NewMetrics(reg), Identity: "e2e", Leader: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	engine, src, cs, reg := newE2EEngine(t, cfg, objs...)
 	ctx := context.Background()
-	has := func(expr string) (bool, string) {
-		vec, warnings, err := src.Query(ctx, expr)
-		if err != nil {
-			return false, err.Error()
-		}
-		return len(vec) > 0, fmt.Sprintf("%s → %v (warnings %v)", expr, vec, warnings)
-	}
+	has := hasSample(ctx, src)
 	counted := func(result string) float64 { return actionsCounted(t, reg, replicaRule, result) }
 	evictions := func() []string {
 		var out []string
