@@ -103,6 +103,19 @@ func chooseAddr(ctx context.Context, g *Guard, host string, p IPProtocol, reg *p
 	return chosen, nil
 }
 
+// resolveTarget is chooseAddr for the probers that time their phases: the
+// guard's lookups are the resolve phase whether or not one succeeded, and a
+// failure is the probe's reason.
+func resolveTarget(ctx context.Context, g *Guard, host string, p IPProtocol, reg *prometheus.Registry, logger *slog.Logger, phases *prometheus.GaugeVec, what string) (netip.Addr, bool) {
+	addr, err := chooseAddr(ctx, g, host, p, reg, logger)
+	phases.WithLabelValues("resolve").Set(g.LookupDuration().Seconds())
+	if err != nil {
+		logger.Error("resolving the "+what+" failed", "err", err)
+		return netip.Addr{}, false
+	}
+	return addr, true
+}
+
 // ipHash is blackbox's: FNV-32a over the 4- or 16-byte form, so the values
 // match across both exporters.
 func ipHash(a netip.Addr) float64 {

@@ -166,10 +166,8 @@ func probeDNS(ctx context.Context, target string, module config.Module, reg *pro
 		logger.Error("invalid target", "err", err)
 		return false
 	}
-	addr, err := chooseAddr(ctx, env.Guard, host, s.IPProtocol, reg, logger)
-	phases.WithLabelValues("resolve").Set(env.Guard.LookupDuration().Seconds())
-	if err != nil {
-		logger.Error("resolving the DNS server failed", "err", err)
+	addr, resolved := resolveTarget(ctx, env.Guard, host, s.IPProtocol, reg, logger, phases, "DNS server")
+	if !resolved {
 		return false
 	}
 	network := s.TransportProtocol + "4"

@@ -136,10 +136,8 @@ func probeGRPC(ctx context.Context, target string, module config.Module, reg *pr
 		logger.Error("invalid target", "err", err)
 		return false
 	}
-	addr, err := chooseAddr(ctx, env.Guard, host, s.IPProtocol, reg, logger)
-	phases.WithLabelValues("resolve").Set(env.Guard.LookupDuration().Seconds())
-	if err != nil {
-		logger.Error("resolving the target failed", "err", err)
+	addr, ok := resolveTarget(ctx, env.Guard, host, s.IPProtocol, reg, logger, phases, "target")
+	if !ok {
 		return false
 	}
 	// The chosen address is what is dialled, through the guard; the

@@ -159,10 +159,8 @@ func probeICMP(ctx context.Context, target string, module config.Module, reg *pr
 		logger.Error("invalid target", "err", err)
 		return false
 	}
-	addr, err := chooseAddr(ctx, env.Guard, host, s.IPProtocol, reg, logger)
-	phases.WithLabelValues("resolve").Set(env.Guard.LookupDuration().Seconds())
-	if err != nil {
-		logger.Error("resolving the target failed", "err", err)
+	addr, ok := resolveTarget(ctx, env.Guard, host, s.IPProtocol, reg, logger, phases, "target")
+	if !ok {
 		return false
 	}
 	v6 := addr.Is6()
