@@ -67,9 +67,7 @@ func TestChainGreyboxPrometheusRemediator(t *testing.T) {
 	dir := t.TempDir()
 	kubeconfig := writeKubeconfig(t, dir, api.URL)
 	gbCfg := writeFile(t, dir, "greybox.yml", chainGreyboxConfig)
-	_, gbAddr := startServer(t, "greybox", greyboxBin, "/-/ready", func(addr string) []string {
-		return []string{"--config.file=" + gbCfg, "--web.listen-address=" + addr, "--log.level=debug", "--kubeconfig=" + kubeconfig}
-	})
+	_, gbAddr := startGreybox(t, gbCfg, "--kubeconfig="+kubeconfig)
 
 	// The job as README/examples write it, plus honor_labels: the probe's
 	// namespace/pod labels are the pod to act on. The namespace target label

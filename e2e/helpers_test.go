@@ -299,10 +299,10 @@ current-context: fake
 // startGreybox starts the built greybox on a free loopback port with the
 // given config and waits until it is ready. It returns the process and
 // its host:port.
-func startGreybox(t *testing.T, configPath string) (*proc, string) {
+func startGreybox(t *testing.T, configPath string, flags ...string) (*proc, string) {
 	t.Helper()
 	return startServer(t, "greybox", greyboxBin, "/-/ready", func(addr string) []string {
-		return []string{"--config.file=" + configPath, "--web.listen-address=" + addr, "--log.level=debug"}
+		return append([]string{"--config.file=" + configPath, "--web.listen-address=" + addr, "--log.level=debug"}, flags...)
 	})
 }
 

@@ -122,9 +122,7 @@ func TestReplicaPathGreyboxPrometheusRemediator(t *testing.T) {
 	dir := t.TempDir()
 	kubeconfig := writeKubeconfig(t, dir, api.URL)
 	gbCfg := writeFile(t, dir, "greybox.yml", replicaGreyboxConfig)
-	_, gbAddr := startServer(t, "greybox", greyboxBin, "/-/ready", func(addr string) []string {
-		return []string{"--config.file=" + gbCfg, "--web.listen-address=" + addr, "--log.level=debug", "--kubeconfig=" + kubeconfig}
-	})
+	_, gbAddr := startGreybox(t, gbCfg, "--kubeconfig="+kubeconfig)
 	// The job of examples/prometheus/prometheus.yml, every second.
 	promCfg := writeFile(t, dir, "prometheus.yml", fmt.Sprintf(`global:
   scrape_interval: 1s
