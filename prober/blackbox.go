@@ -68,11 +68,9 @@ func parseSourceIP(s string) (netip.Addr, error) {
 // registering probe_ip_protocol, probe_ip_addr_hash and
 // probe_dns_lookup_time_seconds.
 func chooseAddr(ctx context.Context, g *Guard, host string, p IPProtocol, reg *prometheus.Registry, logger *slog.Logger) (netip.Addr, error) {
-	lookup := gauge(reg, "probe_dns_lookup_time_seconds", "Time the probe spent resolving the target, in seconds.")
-	proto := gauge(reg, "probe_ip_protocol", "IP protocol of the address probed: 4 or 6.")
-	hash := gauge(reg, "probe_ip_addr_hash", "FNV-32a hash of the address probed: a change means the target moved.")
+	m := newAddrMetrics(reg)
 	addrs, err := g.Resolve(ctx, host)
-	lookup.Set(g.LookupDuration().Seconds())
+	m.lookup.Set(g.LookupDuration().Seconds())
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("resolving %q: %w", host, err)
 	}
@@ -93,14 +91,31 @@ func chooseAddr(ctx context.Context, g *Guard, host string, p IPProtocol, reg *p
 		}
 		chosen = fallback
 	}
-	if chosen.Is4() {
-		proto.Set(4)
-	} else {
-		proto.Set(6)
-	}
-	hash.Set(ipHash(chosen))
+	m.set(chosen)
 	logger.Debug("resolved target address", "host", host, "ip", chosen.String())
 	return chosen, nil
+}
+
+// addrMetrics are blackbox's address metrics; every prober that reports
+// them registers them here, so names and meanings cannot drift apart.
+type addrMetrics struct{ lookup, proto, hash prometheus.Gauge }
+
+func newAddrMetrics(reg *prometheus.Registry) addrMetrics {
+	return addrMetrics{
+		lookup: gauge(reg, "probe_dns_lookup_time_seconds", "Time the probe spent resolving the target, in seconds."),
+		proto:  gauge(reg, "probe_ip_protocol", "IP protocol of the address probed: 4 or 6."),
+		hash:   gauge(reg, "probe_ip_addr_hash", "FNV-32a hash of the address probed: a change means the target moved."),
+	}
+}
+
+// set records the address probed.
+func (m addrMetrics) set(a netip.Addr) {
+	if a.Is4() {
+		m.proto.Set(4)
+	} else {
+		m.proto.Set(6)
+	}
+	m.hash.Set(ipHash(a))
 }
 
 // resolveTarget is chooseAddr for the probers that time their phases: the

@@ -722,18 +722,12 @@ func describeCodes(valid []int) string {
 // of the probe's first connection; without one the first two are 0
 // (blackbox reports the address it chose even when the connect fails).
 func recordConnectedAddr(reg *prometheus.Registry, tr *httpPhases, lookup time.Duration) {
-	gauge(reg, "probe_dns_lookup_time_seconds", "Time the probe spent resolving the target, in seconds.").Set(lookup.Seconds())
-	proto := gauge(reg, "probe_ip_protocol", "IP protocol of the address probed: 4 or 6.")
-	hash := gauge(reg, "probe_ip_addr_hash", "FNV-32a hash of the address probed: a change means the target moved.")
+	m := newAddrMetrics(reg)
+	m.lookup.Set(lookup.Seconds())
 	tr.mu.Lock()
 	remote := tr.remote
 	tr.mu.Unlock()
-	if !remote.IsValid() {
-		return
+	if remote.IsValid() {
+		m.set(remote)
 	}
-	proto.Set(4)
-	if remote.Is6() {
-		proto.Set(6)
-	}
-	hash.Set(ipHash(remote))
 }
