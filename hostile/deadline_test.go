@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/greybox-probe/greybox/config"
 	"github.com/greybox-probe/greybox/prober"
@@ -123,7 +122,7 @@ func init() {
 	// answer by the deadline.
 	prober.Register("hostile_stuck", prober.Spec{
 		Settings: func() config.Settings { return &stuckSettings{} },
-		Probe: func(context.Context, string, config.Module, *prometheus.Registry, *slog.Logger, prober.Env) bool {
+		Probe: func(context.Context, string, config.Module, *prober.Metrics, *slog.Logger, prober.Env) bool {
 			stuckMu.Lock()
 			ch := stuckRelease
 			stuckMu.Unlock()

@@ -67,7 +67,7 @@ func parseSourceIP(s string) (netip.Addr, error) {
 // answer is the one dialled) and picks one address the way blackbox does,
 // registering probe_ip_protocol, probe_ip_addr_hash and
 // probe_dns_lookup_time_seconds.
-func chooseAddr(ctx context.Context, g *Guard, host string, p IPProtocol, reg *prometheus.Registry, logger *slog.Logger) (netip.Addr, error) {
+func chooseAddr(ctx context.Context, g *Guard, host string, p IPProtocol, reg *Metrics, logger *slog.Logger) (netip.Addr, error) {
 	m := newAddrMetrics(reg)
 	addrs, err := g.Resolve(ctx, host)
 	m.lookup.Set(g.LookupDuration().Seconds())
@@ -100,7 +100,7 @@ func chooseAddr(ctx context.Context, g *Guard, host string, p IPProtocol, reg *p
 // them registers them here, so names and meanings cannot drift apart.
 type addrMetrics struct{ lookup, proto, hash prometheus.Gauge }
 
-func newAddrMetrics(reg *prometheus.Registry) addrMetrics {
+func newAddrMetrics(reg *Metrics) addrMetrics {
 	return addrMetrics{
 		lookup: gauge(reg, "probe_dns_lookup_time_seconds", "Time the probe spent resolving the target, in seconds."),
 		proto:  gauge(reg, "probe_ip_protocol", "IP protocol of the address probed: 4 or 6."),
@@ -121,7 +121,7 @@ func (m addrMetrics) set(a netip.Addr) {
 // resolveTarget is chooseAddr for the probers that time their phases: the
 // guard's lookups are the resolve phase whether or not one succeeded, and a
 // failure is the probe's reason.
-func resolveTarget(ctx context.Context, g *Guard, host string, p IPProtocol, reg *prometheus.Registry, logger *slog.Logger, phases *prometheus.GaugeVec, what string) (netip.Addr, bool) {
+func resolveTarget(ctx context.Context, g *Guard, host string, p IPProtocol, reg *Metrics, logger *slog.Logger, phases *prometheus.GaugeVec, what string) (netip.Addr, bool) {
 	addr, err := chooseAddr(ctx, g, host, p, reg, logger)
 	phases.WithLabelValues("resolve").Set(g.LookupDuration().Seconds())
 	if err != nil {
@@ -243,7 +243,7 @@ func (t *TLSFiles) tlsConfig(ctx context.Context, serverName string) (*tls.Confi
 // when a probe handshakes twice (a second STARTTLS would make blackbox
 // register the same collectors again and panic).
 type tlsMetrics struct {
-	reg                 *prometheus.Registry
+	reg                 *Metrics
 	registered          bool
 	earliest, lastChain prometheus.Gauge
 	info, version       *prometheus.GaugeVec

@@ -20,7 +20,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -260,7 +259,7 @@ tcp: {query_response: [{expect_bytes: "\x00\x01\x02\x03"}, {expect: "^banner (li
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	logs := &syncBuffer{}
-	reg := prometheus.NewRegistry()
+	reg := NewMetrics()
 	ok := runQueryResponses(ctx, client, m.Settings.(*TCPSettings), "127.0.0.1", &tlsMetrics{reg: reg}, reg, slog.New(slog.NewTextHandler(logs, nil)))
 	<-done
 	if !ok {

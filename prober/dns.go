@@ -149,7 +149,7 @@ func dnsTarget(target string, dot bool) (host, port string, err error) {
 	return host, port, nil
 }
 
-func probeDNS(ctx context.Context, target string, module config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool {
+func probeDNS(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 	s := module.Settings.(*DNSSettings)
 	phases := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_dns_duration_seconds", Help: "Duration of the DNS request by phase, in seconds."}, []string{"phase"})
 	reg.MustRegister(phases)

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Fuzzers for the blackbox-compatible probers' inputs: targets (query
@@ -134,7 +133,7 @@ tcp:
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		reg := prometheus.NewRegistry()
+		reg := NewMetrics()
 		ok := runQueryResponses(ctx, client, s, "127.0.0.1", &tlsMetrics{reg: reg}, reg, slog.New(slog.DiscardHandler))
 		client.Close()
 		<-done

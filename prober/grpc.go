@@ -118,7 +118,7 @@ func grpcTarget(target string, useTLS bool) (host, port string, err error) {
 	return host, port, nil
 }
 
-func probeGRPC(ctx context.Context, target string, module config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool {
+func probeGRPC(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 	s := module.Settings.(*GRPCSettings)
 	phases := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_grpc_duration_seconds", Help: "Duration of the gRPC health check by phase, in seconds."}, []string{"phase"})
 	reg.MustRegister(phases)

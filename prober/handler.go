@@ -224,11 +224,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reason,
 	)}).With("module", moduleName, "target", shown)
 
-	reg := prometheus.NewRegistry()
-	successGauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_success", Help: "Whether the probe succeeded (1) or failed (0)."})
-	durationGauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_duration_seconds", Help: "How long the probe took, in seconds."})
-	timeoutGauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_timeout_seconds", Help: "The time budget the probe had, in seconds."})
-	reg.MustRegister(successGauge, durationGauge, timeoutGauge)
+	reg := NewMetrics()
+	successGauge := gauge(reg, "probe_success", "Whether the probe succeeded (1) or failed (0).")
+	durationGauge := gauge(reg, "probe_duration_seconds", "How long the probe took, in seconds.")
+	timeoutGauge := gauge(reg, "probe_timeout_seconds", "The time budget the probe had, in seconds.")
 	timeoutGauge.Set(timeout.Seconds())
 
 	logger.Debug("beginning probe", "prober", module.Prober, "timeout_seconds", timeout.Seconds())
@@ -253,13 +252,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.duration.WithLabelValues(moduleName).Observe(elapsed.Seconds())
 
-	mfs, gatherErr := reg.Gather()
-	if gatherErr != nil {
-		logger.Error("gathering probe metrics failed", "err", gatherErr)
+	// The text form serves both the history and, for most scrapers, the
+	// answer: one rendering per probe.
+	text, textErr := reg.writeText(make([]byte, 0, 2048), false)
+	if textErr != nil {
+		logger.Error("gathering probe metrics failed", "err", textErr)
 	}
 	entry := &Entry{
 		Module: moduleName, Target: shown, Hostname: hostname, Start: start, Duration: elapsed, Success: success,
-		Logs: logs.String(), Metrics: mfs, ModuleYAML: module.YAML(),
+		Logs: logs.String(), Metrics: text, ModuleYAML: module.YAML(),
 	}
 	if !success {
 		entry.Reason = reason.Reason()
@@ -273,19 +274,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, entry.Debug())
 		return
 	}
-	// Encode the families already gathered for history rather than have
-	// promhttp gather again; the answer is a few KB, so no gzip.
 	format := expfmt.NegotiateIncludingOpenMetrics(r.Header)
 	w.Header().Set("Content-Type", string(format))
-	enc := expfmt.NewEncoder(w, format)
-	for _, mf := range mfs {
-		if err := enc.Encode(mf); err != nil {
-			logger.Error("encoding probe metrics failed", "err", err)
-			return
+	switch format.FormatType() {
+	case expfmt.TypeTextPlain:
+		_, _ = w.Write(text)
+	case expfmt.TypeOpenMetrics:
+		om, _ := reg.writeText(make([]byte, 0, len(text)+64), true)
+		_, _ = w.Write(append(om, "# EOF\n"...))
+	default:
+		// Protobuf or another format only expfmt writes.
+		mfs, _ := reg.Gather()
+		enc := expfmt.NewEncoder(w, format)
+		for _, mf := range mfs {
+			if err := enc.Encode(mf); err != nil {
+				logger.Error("encoding probe metrics failed", "err", err)
+				return
+			}
 		}
-	}
-	if c, ok := enc.(expfmt.Closer); ok {
-		_ = c.Close()
+		if c, ok := enc.(expfmt.Closer); ok {
+			_ = c.Close()
+		}
 	}
 }
 
@@ -301,7 +310,7 @@ const overrunGrace = 250 * time.Millisecond
 // deadline (plus overrunGrace) whatever the prober does: Prometheus gets
 // its answer in time. release gives the in-flight slot back when the
 // prober has really returned, so the cap counts work that is running.
-func (h *Handler) run(ctx context.Context, fn ProbeFunc, target string, m config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env, release func()) bool {
+func (h *Handler) run(ctx context.Context, fn ProbeFunc, target string, m config.Module, reg *Metrics, logger *slog.Logger, env Env, release func()) bool {
 	done := make(chan bool, 1)
 	go func() {
 		ok, panicked := runProbe(ctx, fn, target, m, reg, logger, env)
@@ -335,7 +344,7 @@ func (h *Handler) run(ctx context.Context, fn ProbeFunc, target string, m config
 
 // runProbe turns a prober panic into a failed probe with a log line, so one
 // bad upstream answer cannot take the server down.
-func runProbe(ctx context.Context, fn ProbeFunc, target string, m config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) (ok bool, panicked string) {
+func runProbe(ctx context.Context, fn ProbeFunc, target string, m config.Module, reg *Metrics, logger *slog.Logger, env Env) (ok bool, panicked string) {
 	defer func() {
 		if p := recover(); p != nil {
 			panicked = Redact(fmt.Sprint(p))

@@ -30,7 +30,7 @@ func init() {
 	// waits for the test (or its deadline).
 	Register("test_block", Spec{
 		Settings: func() config.Settings { return &testSettings{} },
-		Probe: func(ctx context.Context, _ string, _ config.Module, _ *prometheus.Registry, logger *slog.Logger, _ Env) bool {
+		Probe: func(ctx context.Context, _ string, _ config.Module, _ *Metrics, logger *slog.Logger, _ Env) bool {
 			blockProbes.Lock()
 			started, release := blockProbes.started, blockProbes.release
 			blockProbes.Unlock()
@@ -47,7 +47,7 @@ func init() {
 	})
 	Register("test_panic", Spec{
 		Settings: func() config.Settings { return &testSettings{} },
-		Probe: func(context.Context, string, config.Module, *prometheus.Registry, *slog.Logger, Env) bool {
+		Probe: func(context.Context, string, config.Module, *Metrics, *slog.Logger, Env) bool {
 			var m map[string]int
 			m["boom"]++ // a nil-map write: a prober bug must not kill the server
 			return true

@@ -33,7 +33,7 @@ func testModule(t testing.TB, yml string) config.Module {
 // probeResult is what one direct prober call produced.
 type probeResult struct {
 	ok      bool
-	reg     *prometheus.Registry
+	reg     *Metrics
 	logs    string
 	elapsed time.Duration
 }
@@ -55,14 +55,14 @@ func runProbeDirect(t testing.TB, fn ProbeFunc, target string, m config.Module, 
 	}
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	reg := prometheus.NewRegistry()
+	reg := NewMetrics()
 	start := time.Now()
 	ok := fn(ctx, target, m, reg, logger, env)
 	return probeResult{ok: ok, reg: reg, logs: logs.String(), elapsed: time.Since(start)}
 }
 
 // metricValue returns the value of the series name{labels}, and whether it exists.
-func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
+func metricValue(t testing.TB, reg prometheus.Gatherer, name string, labels map[string]string) (float64, bool) {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -102,7 +102,7 @@ func labelsMatch(m *dto.Metric, want map[string]string) bool {
 }
 
 // mustMetric fails the test unless name{labels} == want.
-func mustMetric(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string, want float64) {
+func mustMetric(t testing.TB, reg prometheus.Gatherer, name string, labels map[string]string, want float64) {
 	t.Helper()
 	got, ok := metricValue(t, reg, name, labels)
 	if !ok {

@@ -1,14 +1,11 @@
 package prober
 
 import (
-	"fmt"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 )
 
 // Entry is one finished probe as kept in history.
@@ -30,8 +27,10 @@ type Entry struct {
 	Reason string
 	// The parts of the debug report, kept raw: most entries are never
 	// looked at, so rendering waits until someone does.
-	Logs       string
-	Metrics    []*dto.MetricFamily
+	Logs string
+	// Metrics is the answer in the text exposition format; never
+	// modified once the entry is made.
+	Metrics    []byte
 	ModuleYAML string
 
 	weight int64 // what weigh estimated, counted once
@@ -44,12 +43,7 @@ func (e *Entry) Debug() string {
 	b.WriteString("Logs for the probe:\n")
 	b.WriteString(e.Logs)
 	b.WriteString("\n\nMetrics that would have been returned:\n")
-	enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range e.Metrics {
-		if err := enc.Encode(mf); err != nil {
-			fmt.Fprintf(&b, "error encoding %s: %v\n", mf.GetName(), err)
-		}
-	}
+	b.Write(e.Metrics)
 	b.WriteString("\n\nModule configuration:\n")
 	b.WriteString(e.ModuleYAML)
 	return b.String()
@@ -90,18 +84,9 @@ func NewHistory(size int, maxBytes int64) *History {
 const entryOverhead = 256
 
 // weigh estimates what e holds in memory: its strings and its metric
-// families (names, help, label pairs and values).
+// rendered metrics.
 func (e *Entry) weigh() int64 {
-	n := int64(entryOverhead + len(e.Module) + len(e.Target) + len(e.Logs) + len(e.Reason))
-	for _, mf := range e.Metrics {
-		n += int64(64 + len(mf.GetName()) + len(mf.GetHelp()))
-		for _, m := range mf.GetMetric() {
-			n += 96
-			for _, lp := range m.GetLabel() {
-				n += int64(32 + len(lp.GetName()) + len(lp.GetValue()))
-			}
-		}
-	}
+	n := int64(entryOverhead + len(e.Module) + len(e.Target) + len(e.Logs) + len(e.Reason) + len(e.Metrics) + len(e.ModuleYAML))
 	return n
 }
 

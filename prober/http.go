@@ -326,7 +326,7 @@ func (p *httpPhases) phase() string {
 
 // ProbeHTTP requests target once (following redirects if configured) and
 // checks status, version, headers, TLS and body.
-func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool {
+func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 	s := module.Settings.(*HTTPSettings)
 	var (
 		statusCode    = gauge(reg, "probe_http_status_code", "Response HTTP status code.")
@@ -578,7 +578,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // the target's. Through a proxy with skip_resolve_phase_with_proxy the
 // target is not resolved here; through a replica (via) the replica is what
 // is dialled, so the choice does not apply.
-func (s *HTTPSettings) addressDial(ctx context.Context, host string, reg *prometheus.Registry, logger *slog.Logger, g *Guard) (func(context.Context, string, string) (net.Conn, error), error) {
+func (s *HTTPSettings) addressDial(ctx context.Context, host string, reg *Metrics, logger *slog.Logger, g *Guard) (func(context.Context, string, string) (net.Conn, error), error) {
 	if g.replica != "" {
 		return g.DialContext, nil
 	}
@@ -721,7 +721,7 @@ func describeCodes(valid []int) string {
 // probe_dns_lookup_time_seconds as blackbox names them, for the address
 // of the probe's first connection; without one the first two are 0
 // (blackbox reports the address it chose even when the connect fails).
-func recordConnectedAddr(reg *prometheus.Registry, tr *httpPhases, lookup time.Duration) {
+func recordConnectedAddr(reg *Metrics, tr *httpPhases, lookup time.Duration) {
 	m := newAddrMetrics(reg)
 	m.lookup.Set(lookup.Seconds())
 	tr.mu.Lock()

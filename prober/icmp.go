@@ -147,7 +147,7 @@ func pingGroupRange() string {
 	return strings.Join(strings.Fields(string(b)), " ")
 }
 
-func probeICMP(ctx context.Context, target string, module config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool {
+func probeICMP(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 	s := module.Settings.(*ICMPSettings)
 	phases := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_icmp_duration_seconds", Help: "Duration of the ICMP echo by phase, in seconds."}, []string{"phase"})
 	reg.MustRegister(phases)

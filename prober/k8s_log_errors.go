@@ -177,7 +177,7 @@ type podLog struct {
 	fullReason string
 }
 
-func probeK8sLogErrors(ctx context.Context, target string, module config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool {
+func probeK8sLogErrors(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 	s, ok := module.Settings.(*K8sLogErrorsSettings)
 	if !ok || s.scanner == nil {
 		logger.Error("module has no validated k8s_log_errors settings")
@@ -432,7 +432,7 @@ func describeLogError(err error, p *corev1.Pod, opts *corev1.PodLogOptions) erro
 // k8sDependencies reports each dependency's readiness. An API error fails
 // the probe and leaves the dependency's series out, so a guard that needs
 // it ready fails closed.
-func k8sDependencies(ctx context.Context, client kubernetes.Interface, s *K8sLogErrorsSettings, ns string, reg *prometheus.Registry, logger *slog.Logger) bool {
+func k8sDependencies(ctx context.Context, client kubernetes.Interface, s *K8sLogErrorsSettings, ns string, reg *Metrics, logger *slog.Logger) bool {
 	if len(s.Dependencies) == 0 {
 		return true
 	}

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
@@ -32,7 +31,7 @@ func init() {
 		Settings: func() config.Settings {
 			return &HTTPSettings{HTTPClientConfig: config.NewHTTPClientConfig(true)}
 		},
-		Probe: func(ctx context.Context, target string, m config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool {
+		Probe: func(ctx context.Context, target string, m config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 			loadProbes.ran.Add(1)
 			atomicMax(&loadProbes.max, loadProbes.running.Add(1))
 			defer loadProbes.running.Add(-1)

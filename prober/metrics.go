@@ -1,13 +1,437 @@
 package prober
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"google.golang.org/protobuf/proto"
+)
+
+// Metrics is one probe's metrics: what its prober registers and what the
+// answer carries. It stands where a prometheus.Registry per probe stood:
+// a registry's descriptor checks, Describe and Collect goroutines and
+// protobuf families cost more than the whole probe of a fast target
+// (issue 13's profile). Gauges made with gauge and gaugeVec are kept as
+// values and written straight in the exposition format; any other
+// collector goes to a registry made for it, gathered the general way, so
+// a prober can register whatever client_golang offers.
+//
+// Metrics is also a prometheus.Gatherer, so tests read it as they would a
+// registry, and writeText's output is checked against expfmt's.
+type Metrics struct {
+	mu       sync.Mutex
+	families []*gaugeFamily
+	other    *prometheus.Registry
+}
+
+// NewMetrics returns an empty set of probe metrics.
+func NewMetrics() *Metrics { return &Metrics{} }
+
+var _ interface {
+	prometheus.Registerer
+	prometheus.Gatherer
+} = (*Metrics)(nil)
+
+// Register adds c. Gauges made by gauge and gaugeVec are kept as values;
+// anything else goes through a prometheus.Registry's checks.
+func (m *Metrics) Register(c prometheus.Collector) error {
+	var f *gaugeFamily
+	switch c := c.(type) {
+	case *gaugeFamily:
+		f = c
+	case *probeGauge:
+		f = c.family
+	default:
+		m.mu.Lock()
+		if m.other == nil {
+			m.other = prometheus.NewRegistry()
+		}
+		other := m.other
+		m.mu.Unlock()
+		return other.Register(c)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, have := range m.families {
+		if have.name == f.name {
+			return fmt.Errorf("metric %s registered twice in one probe", f.name)
+		}
+	}
+	m.families = append(m.families, f)
+	return nil
+}
+
+// MustRegister registers each collector and panics on a conflict, as a
+// registry's does: two registrations of one name are a prober's bug.
+func (m *Metrics) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := m.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// Unregister removes c.
+func (m *Metrics) Unregister(c prometheus.Collector) bool {
+	var f *gaugeFamily
+	switch c := c.(type) {
+	case *gaugeFamily:
+		f = c
+	case *probeGauge:
+		f = c.family
+	default:
+		m.mu.Lock()
+		other := m.other
+		m.mu.Unlock()
+		return other != nil && other.Unregister(c)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	i := slices.Index(m.families, f)
+	if i < 0 {
+		return false
+	}
+	m.families = slices.Delete(m.families, i, i+1)
+	return true
+}
+
+// sorted returns the gauge families by name, and the other registry.
+func (m *Metrics) sorted() ([]*gaugeFamily, *prometheus.Registry) {
+	m.mu.Lock()
+	fs := slices.Clone(m.families)
+	other := m.other
+	m.mu.Unlock()
+	slices.SortFunc(fs, func(a, b *gaugeFamily) int { return strings.Compare(a.name, b.name) })
+	return fs, other
+}
+
+// Gather returns every family with at least one series, sorted by name,
+// as a registry's Gather does.
+func (m *Metrics) Gather() ([]*dto.MetricFamily, error) {
+	fs, other := m.sorted()
+	out := make([]*dto.MetricFamily, 0, len(fs))
+	for _, f := range fs {
+		if mf := f.family(); mf != nil {
+			out = append(out, mf)
+		}
+	}
+	if other == nil {
+		return out, nil
+	}
+	more, err := other.Gather()
+	for _, mf := range more {
+		if _, dup := slices.BinarySearchFunc(out, mf.GetName(), func(a *dto.MetricFamily, name string) int {
+			return strings.Compare(a.GetName(), name)
+		}); dup {
+			return out, fmt.Errorf("metric %s registered twice in one probe", mf.GetName())
+		}
+	}
+	out = append(out, more...)
+	slices.SortFunc(out, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
+	return out, err
+}
+
+// writeText appends the metrics in the text exposition format (0.0.4),
+// or OpenMetrics 1.0.0 without its # EOF line when openMetrics is set.
+// Byte for byte what expfmt writes for the same families (tested).
+func (m *Metrics) writeText(b []byte, openMetrics bool) ([]byte, error) {
+	fs, other := m.sorted()
+	if other != nil {
+		return m.writeGathered(b, openMetrics)
+	}
+	for _, f := range fs {
+		b = f.appendText(b, openMetrics)
+	}
+	return b, nil
+}
+
+// writeGathered is writeText for metrics with other collectors: the
+// families are gathered and expfmt writes them.
+func (m *Metrics) writeGathered(b []byte, openMetrics bool) ([]byte, error) {
+	mfs, err := m.Gather()
+	buf := bytes.NewBuffer(b)
+	for _, mf := range mfs {
+		var werr error
+		if openMetrics {
+			_, werr = expfmt.MetricFamilyToOpenMetrics(buf, mf)
+		} else {
+			_, werr = expfmt.MetricFamilyToText(buf, mf)
+		}
+		if werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return buf.Bytes(), err
+}
 
 // gauge registers a plain gauge on reg.
-func gauge(reg *prometheus.Registry, name, help string) prometheus.Gauge {
-	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
-	reg.MustRegister(g)
+func gauge(reg prometheus.Registerer, name, help string) prometheus.Gauge {
+	f := newGaugeFamily(name, help, nil)
+	g := f.child(nil)
+	reg.MustRegister(f)
 	return g
 }
+
+// gaugeVec registers a gauge with labels on reg.
+func gaugeVec(reg prometheus.Registerer, name, help string, labels ...string) *gaugeFamily {
+	f := newGaugeFamily(name, help, labels)
+	reg.MustRegister(f)
+	return f
+}
+
+// gaugeFamily is a probe's gauge or gauge vector: its series in the order
+// they were made. Probes make a handful, so a slice is the index.
+type gaugeFamily struct {
+	name, help string
+	labels     []string
+	// byName lists label indexes in label-name order, the order the
+	// exposition writes them in; nil when there are fewer than two.
+	byName []int
+
+	mu       sync.Mutex
+	children []*probeGauge
+}
+
+func newGaugeFamily(name, help string, labels []string) *gaugeFamily {
+	f := &gaugeFamily{name: name, help: help, labels: labels}
+	if len(labels) > 1 {
+		f.byName = make([]int, len(labels))
+		for i := range f.byName {
+			f.byName[i] = i
+		}
+		slices.SortFunc(f.byName, func(a, b int) int { return strings.Compare(labels[a], labels[b]) })
+	}
+	return f
+}
+
+// child returns the series with these label values, made on first use.
+// The caller holds no lock.
+func (f *gaugeFamily) child(values []string) *probeGauge {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.children {
+		if slices.Equal(c.values, values) {
+			return c
+		}
+	}
+	c := &probeGauge{family: f, values: values}
+	f.children = append(f.children, c)
+	return c
+}
+
+// WithLabelValues returns the series for the values, in the order the
+// labels were declared. A value that is not UTF-8 is written with
+// replacement characters rather than failing the answer.
+func (f *gaugeFamily) WithLabelValues(values ...string) prometheus.Gauge {
+	if len(values) != len(f.labels) {
+		panic(fmt.Sprintf("metric %s: %d label values for %d labels", f.name, len(values), len(f.labels)))
+	}
+	vs := make([]string, len(values))
+	for i, v := range values {
+		vs[i] = strings.ToValidUTF8(v, "\uFFFD")
+	}
+	return f.child(vs)
+}
+
+// With is WithLabelValues by label name.
+func (f *gaugeFamily) With(labels prometheus.Labels) prometheus.Gauge {
+	if len(labels) != len(f.labels) {
+		panic(fmt.Sprintf("metric %s: %d labels for %d", f.name, len(labels), len(f.labels)))
+	}
+	vs := make([]string, len(f.labels))
+	for i, l := range f.labels {
+		v, ok := labels[l]
+		if !ok {
+			panic(fmt.Sprintf("metric %s: label %s missing", f.name, l))
+		}
+		vs[i] = v
+	}
+	return f.WithLabelValues(vs...)
+}
+
+// Reset drops every series.
+func (f *gaugeFamily) Reset() {
+	f.mu.Lock()
+	f.children = nil
+	f.mu.Unlock()
+}
+
+func (f *gaugeFamily) desc() *prometheus.Desc {
+	return prometheus.NewDesc(f.name, f.help, f.labels, nil)
+}
+
+// Describe and Collect let a family be registered on a real registry too.
+func (f *gaugeFamily) Describe(ch chan<- *prometheus.Desc) { ch <- f.desc() }
+
+func (f *gaugeFamily) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range f.series() {
+		ch <- c
+	}
+}
+
+// series returns the children sorted as the exposition lists them: by
+// label values, compared in label-name order.
+func (f *gaugeFamily) series() []*probeGauge {
+	f.mu.Lock()
+	cs := slices.Clone(f.children)
+	f.mu.Unlock()
+	if len(cs) > 1 {
+		slices.SortFunc(cs, func(a, b *probeGauge) int {
+			for _, i := range f.order() {
+				if c := strings.Compare(a.values[i], b.values[i]); c != 0 {
+					return c
+				}
+			}
+			return 0
+		})
+	}
+	return cs
+}
+
+var oneLabel = []int{0}
+
+func (f *gaugeFamily) order() []int {
+	if f.byName != nil {
+		return f.byName
+	}
+	if len(f.labels) == 1 {
+		return oneLabel
+	}
+	return nil
+}
+
+// family converts to the protobuf form, nil when it has no series.
+func (f *gaugeFamily) family() *dto.MetricFamily {
+	cs := f.series()
+	if len(cs) == 0 {
+		return nil
+	}
+	mf := &dto.MetricFamily{Name: proto.String(f.name), Help: proto.String(f.help), Type: dto.MetricType_GAUGE.Enum()}
+	for _, c := range cs {
+		var m dto.Metric
+		_ = c.Write(&m)
+		mf.Metric = append(mf.Metric, &m)
+	}
+	return mf
+}
+
+func (f *gaugeFamily) appendText(b []byte, openMetrics bool) []byte {
+	cs := f.series()
+	if len(cs) == 0 {
+		return b
+	}
+	b = append(b, "# HELP "...)
+	b = append(b, f.name...)
+	b = append(b, ' ')
+	b = appendEscaped(b, f.help, openMetrics)
+	b = append(b, "\n# TYPE "...)
+	b = append(b, f.name...)
+	b = append(b, " gauge\n"...)
+	for _, c := range cs {
+		b = append(b, f.name...)
+		if len(f.labels) > 0 {
+			b = append(b, '{')
+			for n, i := range f.order() {
+				if n > 0 {
+					b = append(b, ',')
+				}
+				b = append(b, f.labels[i]...)
+				b = append(b, `="`...)
+				b = appendEscaped(b, c.values[i], true)
+				b = append(b, '"')
+			}
+			b = append(b, '}')
+		}
+		b = append(b, ' ')
+		b = appendFloat(b, c.value(), openMetrics)
+		b = append(b, '\n')
+	}
+	return b
+}
+
+// appendEscaped escapes as the exposition formats do: backslash and
+// newline always, the double quote in label values and OpenMetrics help.
+func appendEscaped(b []byte, s string, quote bool) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\':
+			b = append(b, `\\`...)
+		case c == '\n':
+			b = append(b, `\n`...)
+		case c == '"' && quote:
+			b = append(b, `\"`...)
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+func appendFloat(b []byte, f float64, openMetrics bool) []byte {
+	switch {
+	case math.IsNaN(f):
+		return append(b, "NaN"...)
+	case math.IsInf(f, +1):
+		return append(b, "+Inf"...)
+	case math.IsInf(f, -1):
+		return append(b, "-Inf"...)
+	}
+	n := len(b)
+	b = strconv.AppendFloat(b, f, 'g', -1, 64)
+	if openMetrics && !bytes.ContainsAny(b[n:], "e.") {
+		b = append(b, '.', '0')
+	}
+	return b
+}
+
+// probeGauge is one series of a gaugeFamily; it is a prometheus.Gauge.
+type probeGauge struct {
+	family *gaugeFamily
+	values []string
+	bits   atomic.Uint64
+}
+
+func (g *probeGauge) value() float64 { return math.Float64frombits(g.bits.Load()) }
+
+func (g *probeGauge) Set(v float64) { g.bits.Store(math.Float64bits(v)) }
+func (g *probeGauge) Inc()          { g.Add(1) }
+func (g *probeGauge) Dec()          { g.Add(-1) }
+func (g *probeGauge) Sub(v float64) { g.Add(-v) }
+func (g *probeGauge) SetToCurrentTime() {
+	g.Set(float64(time.Now().UnixNano()) / 1e9)
+}
+
+func (g *probeGauge) Add(v float64) {
+	for {
+		old := g.bits.Load()
+		if g.bits.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+v)) {
+			return
+		}
+	}
+}
+
+func (g *probeGauge) Desc() *prometheus.Desc { return g.family.desc() }
+
+func (g *probeGauge) Write(m *dto.Metric) error {
+	for _, i := range g.family.order() {
+		m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(g.family.labels[i]), Value: proto.String(g.values[i])})
+	}
+	m.Gauge = &dto.Gauge{Value: proto.Float64(g.value())}
+	return nil
+}
+
+func (g *probeGauge) Describe(ch chan<- *prometheus.Desc) { ch <- g.Desc() }
+func (g *probeGauge) Collect(ch chan<- prometheus.Metric) { ch <- g }
 
 // boolValue is the 1/0 a yes-or-no gauge reports.
 func boolValue(b bool) float64 {

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"sync"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/greybox-probe/greybox/config"
@@ -19,7 +18,7 @@ import (
 // registers into reg only the metrics it actually produced, logs what it
 // did to logger (captured per request for debug output and history) and
 // reports success. Every network step must honour ctx.
-type ProbeFunc func(ctx context.Context, target string, module config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool
+type ProbeFunc func(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool
 
 // Env is what a probe may use from the outside world. It is built per
 // request so the dialer can carry the addresses the handler already checked.

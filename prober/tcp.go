@@ -121,7 +121,7 @@ func checkHostPortTarget(ctx context.Context, target string, m config.Module, g 
 	return checkHost(ctx, m, g, host)
 }
 
-func probeTCP(ctx context.Context, target string, module config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool {
+func probeTCP(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 	s := module.Settings.(*TCPSettings)
 	host, port, err := splitHostPortTarget(target)
 	if err != nil {
@@ -178,7 +178,7 @@ func tcpHandshake(ctx context.Context, conn net.Conn, s *TCPSettings, host strin
 // not lost to the next step (blackbox reads expect_bytes from the raw
 // connection behind its scanner's buffer, and with a single Read, so a
 // short read fails a correct answer).
-func runQueryResponses(ctx context.Context, conn net.Conn, s *TCPSettings, host string, tm *tlsMetrics, reg *prometheus.Registry, logger *slog.Logger) bool {
+func runQueryResponses(ctx context.Context, conn net.Conn, s *TCPSettings, host string, tm *tlsMetrics, reg *Metrics, logger *slog.Logger) bool {
 	regexFailed := gauge(reg, "probe_failed_due_to_regex", "1 if an expect regexp did not match.")
 	bytesFailed := gauge(reg, "probe_failed_due_to_bytes", "1 if expect_bytes did not match.")
 	var expectInfo *prometheus.GaugeVec

@@ -242,7 +242,7 @@ type parityRouter struct {
 // Traefik deployment and reports replicas that differ from the majority:
 // the replica that came up without its Ingress routers answers 404 for a
 // share of requests while its own metrics look healthy.
-func ProbeTraefikParity(ctx context.Context, target string, module config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool {
+func ProbeTraefikParity(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 	s := module.Settings.(*TraefikParitySettings)
 	set, err := parseParitySet(target)
 	if err != nil {
@@ -301,7 +301,7 @@ func ProbeTraefikParity(ctx context.Context, target string, module config.Module
 
 // discoverParityReplicas turns the target into replicas. Addresses DNS
 // discovery resolved through the guard are approved by it for dialling.
-func discoverParityReplicas(ctx context.Context, set *paritySet, s *TraefikParitySettings, env Env, guard *Guard, reg *prometheus.Registry, logger *slog.Logger) ([]*parityReplica, bool) {
+func discoverParityReplicas(ctx context.Context, set *paritySet, s *TraefikParitySettings, env Env, guard *Guard, reg *Metrics, logger *slog.Logger) ([]*parityReplica, bool) {
 	var replicas []*parityReplica
 	if set.replicaSet == nil {
 		for _, u := range set.urls {
@@ -972,7 +972,7 @@ type parityGroup struct {
 	members []*parityReplica
 }
 
-func compareParity(replicas []*parityReplica, s *TraefikParitySettings, keys *parityKeys, reg *prometheus.Registry, logger *slog.Logger) bool {
+func compareParity(replicas []*parityReplica, s *TraefikParitySettings, keys *parityKeys, reg *Metrics, logger *slog.Logger) bool {
 	perReplica := []string{"replica", "namespace", "pod"}
 	var (
 		gReplicas  = prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_traefik_replicas", Help: "Traefik replicas discovered (including those in their grace period)."})

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/greybox-probe/greybox/internal/testpeer/traefik"
 )
@@ -42,7 +41,7 @@ func BenchmarkTraefikParity(b *testing.B) {
 			logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			probe := func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				ok := ProbeTraefikParity(ctx, target, m, prometheus.NewRegistry(), logger, Env{Guard: NewGuard(ctx, m.AllowedTargets)})
+				ok := ProbeTraefikParity(ctx, target, m, NewMetrics(), logger, Env{Guard: NewGuard(ctx, m.AllowedTargets)})
 				cancel()
 				if !ok {
 					b.Fatal("probe failed")

@@ -510,7 +510,7 @@ func TestTraefikParityCancelled(t *testing.T) {
 	cancel()
 	m := parityModule(t, "30s")
 	logs := &syncBuffer{}
-	ok := ProbeTraefikParity(ctx, target, m, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(logs, nil)), Env{Guard: NewGuard(ctx, m.AllowedTargets)})
+	ok := ProbeTraefikParity(ctx, target, m, NewMetrics(), slog.New(slog.NewTextHandler(logs, nil)), Env{Guard: NewGuard(ctx, m.AllowedTargets)})
 	if ok {
 		t.Fatal("success with a cancelled context")
 	}

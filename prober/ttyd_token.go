@@ -208,7 +208,7 @@ func ttydRedirectHostMatches(loc *url.URL, pin string) bool {
 	return strings.EqualFold(loc.Hostname(), strings.Trim(pin, "[]"))
 }
 
-func probeTTYDToken(ctx context.Context, target string, module config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool {
+func probeTTYDToken(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 	s, ok := module.Settings.(*TTYDTokenSettings)
 	if !ok {
 		logger.Error("module settings are not ttyd_token settings")

@@ -270,7 +270,7 @@ func (t *ttydSession) read(deadline time.Time, what string) bool {
 	return false
 }
 
-func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool {
+func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 	s, ok := module.Settings.(*TTYDWSSettings)
 	if !ok {
 		logger.Error("module settings are not ttyd_ws settings")
@@ -419,7 +419,7 @@ func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *
 
 // ttydSessionRun drives an upgraded session: init, first frame, send/expect,
 // clean close. It reports whether the terminal proved to work.
-func ttydSessionRun(ctx context.Context, s *TTYDWSSettings, sess *ttydSession, token string, deadline time.Time, reg *prometheus.Registry, phases *prometheus.GaugeVec, g func(string, string) prometheus.Gauge) bool {
+func ttydSessionRun(ctx context.Context, s *TTYDWSSettings, sess *ttydSession, token string, deadline time.Time, reg *Metrics, phases *prometheus.GaugeVec, g func(string, string) prometheus.Gauge) bool {
 	logger, conn := sess.logger, sess.conn
 	accepted := conn.Subprotocol() == "tty"
 	g("probe_ttyd_ws_subprotocol_accepted", "1 when the server echoed the tty subprotocol.").Set(boolValue(accepted))
@@ -477,7 +477,7 @@ func ttydSessionRun(ctx context.Context, s *TTYDWSSettings, sess *ttydSession, t
 	return ok
 }
 
-func ttydExpect(s *TTYDWSSettings, sess *ttydSession, readBy time.Time, reg *prometheus.Registry, phases *prometheus.GaugeVec) bool {
+func ttydExpect(s *TTYDWSSettings, sess *ttydSession, readBy time.Time, reg *Metrics, phases *prometheus.GaugeVec) bool {
 	logger, conn := sess.logger, sess.conn
 	var matched prometheus.Gauge
 	if !s.Expect.IsZero() {

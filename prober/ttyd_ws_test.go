@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/greybox-probe/greybox/internal/testpeer/ttyd"
 )
@@ -350,7 +349,7 @@ func TestTTYDWSCancel(t *testing.T) {
 	stop := time.AfterFunc(300*time.Millisecond, cancel)
 	defer stop.Stop()
 	start := time.Now()
-	ok := probeTTYDWS(ctx, srv.URL, m, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), Env{Guard: NewGuard(ctx, m.AllowedTargets)})
+	ok := probeTTYDWS(ctx, srv.URL, m, NewMetrics(), slog.New(slog.DiscardHandler), Env{Guard: NewGuard(ctx, m.AllowedTargets)})
 	if ok {
 		t.Error("a cancelled probe succeeded")
 	}

@@ -104,7 +104,7 @@ type viaReplica struct {
 	ok       bool
 	reason   string
 	duration time.Duration
-	reg      *prometheus.Registry
+	reg      *Metrics
 }
 
 func (r *viaReplica) name() string {
@@ -115,7 +115,7 @@ func (r *viaReplica) name() string {
 }
 
 func viaProbe(fn ProbeFunc) ProbeFunc {
-	return func(ctx context.Context, target string, module config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool {
+	return func(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 		v := module.Via
 		total := gauge(reg, "probe_replicas", "Replicas discovered for via: (pods skipped as not running or terminating are not counted).")
 		succeeded := gauge(reg, "probe_replicas_succeeded", "Replicas through which the probe succeeded.")
@@ -242,7 +242,7 @@ func viaRun(ctx context.Context, fn ProbeFunc, target string, module config.Modu
 	sublog := slog.New(slog.NewMultiHandler(replicaLines{logger.Handler().WithAttrs(attrs)}, capture))
 	subEnv := env
 	subEnv.Guard = sub
-	r.reg = prometheus.NewRegistry()
+	r.reg = NewMetrics()
 	r.ran = true
 	ok, panicked := runProbe(ctx, fn, target, module, r.reg, sublog, subEnv)
 	r.ok = ok
@@ -263,7 +263,7 @@ func viaRun(ctx context.Context, fn ProbeFunc, target string, module config.Modu
 
 // viaUnrouted reports whether the prober said the reverse proxy answered
 // its own 404 (probe_<prober>_routed 0): the replica has no router.
-func viaUnrouted(reg *prometheus.Registry) bool {
+func viaUnrouted(reg *Metrics) bool {
 	mfs, _ := reg.Gather()
 	for _, mf := range mfs {
 		if !strings.HasSuffix(mf.GetName(), "_routed") {
@@ -302,7 +302,7 @@ func (h replicaLines) WithGroup(name string) slog.Handler {
 // viaShowProberMetrics puts one replica's prober metrics in the answer,
 // so dashboards and alerts on the prober's own metrics keep working: a
 // failing replica's when the probe failed, else a succeeding one's.
-func viaShowProberMetrics(replicas []*viaReplica, success bool, reg *prometheus.Registry, logger *slog.Logger) {
+func viaShowProberMetrics(replicas []*viaReplica, success bool, reg *Metrics, logger *slog.Logger) {
 	for _, r := range replicas {
 		if !r.ran || r.ok != success {
 			continue

@@ -208,7 +208,7 @@ func websocketHeader(ctx context.Context, c *pconfig.HTTPClientConfig, u *url.UR
 	return h, nil
 }
 
-func probeWebsocket(ctx context.Context, target string, module config.Module, reg *prometheus.Registry, logger *slog.Logger, env Env) bool {
+func probeWebsocket(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 	s := module.Settings.(*WebsocketSettings)
 	statusCode := gauge(reg, "probe_websocket_status_code", "HTTP status of the upgrade (0 = no HTTP answer).")
 	upgraded := gauge(reg, "probe_websocket_connection_upgraded", "1 if the connection was upgraded to a WebSocket.")
