@@ -121,7 +121,7 @@ func (m addrMetrics) set(a netip.Addr) {
 // resolveTarget is chooseAddr for the probers that time their phases: the
 // guard's lookups are the resolve phase whether or not one succeeded, and a
 // failure is the probe's reason.
-func resolveTarget(ctx context.Context, g *Guard, host string, p IPProtocol, reg *Metrics, logger *slog.Logger, phases *prometheus.GaugeVec, what string) (netip.Addr, bool) {
+func resolveTarget(ctx context.Context, g *Guard, host string, p IPProtocol, reg *Metrics, logger *slog.Logger, phases *gaugeFamily, what string) (netip.Addr, bool) {
 	addr, err := chooseAddr(ctx, g, host, p, reg, logger)
 	phases.WithLabelValues("resolve").Set(g.LookupDuration().Seconds())
 	if err != nil {
@@ -246,18 +246,17 @@ type tlsMetrics struct {
 	reg                 *Metrics
 	registered          bool
 	earliest, lastChain prometheus.Gauge
-	info, version       *prometheus.GaugeVec
-	cipher              *prometheus.GaugeVec
+	info, version       *gaugeFamily
+	cipher              *gaugeFamily
 }
 
 func (m *tlsMetrics) record(cs tls.ConnectionState) {
 	if !m.registered {
 		m.registered = true
 		m.earliest = gauge(m.reg, "probe_ssl_earliest_cert_expiry", "Earliest expiry of the presented certificate chain, as a Unix time.")
-		m.info = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_ssl_last_chain_info", Help: "The leaf certificate: fingerprint, subject, issuer, SANs, serial."},
-			[]string{"fingerprint_sha256", "subject", "issuer", "subjectalternative", "serialnumber"})
-		m.version = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_tls_version_info", Help: "The TLS version negotiated."}, []string{"version"})
-		m.cipher = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_tls_cipher_info", Help: "The TLS cipher suite negotiated."}, []string{"cipher"})
+		m.info = newGaugeVec("probe_ssl_last_chain_info", "The leaf certificate: fingerprint, subject, issuer, SANs, serial.", "fingerprint_sha256", "subject", "issuer", "subjectalternative", "serialnumber")
+		m.version = newGaugeVec("probe_tls_version_info", "The TLS version negotiated.", "version")
+		m.cipher = newGaugeVec("probe_tls_cipher_info", "The TLS cipher suite negotiated.", "cipher")
 		m.reg.MustRegister(m.info, m.version, m.cipher)
 	}
 	m.info.Reset()

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus"
 	pconfig "github.com/prometheus/common/config"
 
 	"github.com/greybox-probe/greybox/config"
@@ -151,7 +150,7 @@ func dnsTarget(target string, dot bool) (host, port string, err error) {
 
 func probeDNS(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 	s := module.Settings.(*DNSSettings)
-	phases := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_dns_duration_seconds", Help: "Duration of the DNS request by phase, in seconds."}, []string{"phase"})
+	phases := newGaugeVec("probe_dns_duration_seconds", "Duration of the DNS request by phase, in seconds.", "phase")
 	reg.MustRegister(phases)
 	for _, p := range []string{"resolve", "connect", "request"} {
 		phases.WithLabelValues(p)

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // Fuzzers for the blackbox-compatible probers' inputs: targets (query

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	pconfig "github.com/prometheus/common/config"
 	"golang.org/x/net/http/httpguts"
 	"google.golang.org/grpc"
@@ -120,12 +119,12 @@ func grpcTarget(target string, useTLS bool) (host, port string, err error) {
 
 func probeGRPC(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 	s := module.Settings.(*GRPCSettings)
-	phases := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_grpc_duration_seconds", Help: "Duration of the gRPC health check by phase, in seconds."}, []string{"phase"})
+	phases := newGaugeVec("probe_grpc_duration_seconds", "Duration of the gRPC health check by phase, in seconds.", "phase")
 	reg.MustRegister(phases)
 	phases.WithLabelValues("resolve")
 	isSSL := gauge(reg, "probe_grpc_ssl", "1 if the connection used TLS.")
 	statusCode := gauge(reg, "probe_grpc_status_code", "gRPC status code of the health check (0 = OK).")
-	serving := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_grpc_healthcheck_response", Help: "The health check's serving status: 1 for the one answered."}, []string{"serving_status"})
+	serving := newGaugeVec("probe_grpc_healthcheck_response", "The health check's serving status: 1 for the one answered.", "serving_status")
 	reg.MustRegister(serving)
 	for name := range healthpb.HealthCheckResponse_ServingStatus_value {
 		serving.WithLabelValues(name)

@@ -338,10 +338,8 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *Me
 		isSSL         = gauge(reg, "probe_http_ssl", "1 if the final response came over TLS.")
 		version       = gauge(reg, "probe_http_version", "HTTP version of the response (1.1, 2).")
 		regexFailed   = gauge(reg, "probe_failed_due_to_regex", "1 if a body or header regexp check failed.")
-		phases        = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "probe_http_duration_seconds", Help: "Duration of each phase of the HTTP request, in seconds.",
-		}, []string{"phase"})
-		celFailed prometheus.Gauge
+		phases        = newGaugeVec("probe_http_duration_seconds", "Duration of each phase of the HTTP request, in seconds.", "phase")
+		celFailed     prometheus.Gauge
 	)
 	reg.MustRegister(phases)
 	for _, p := range []string{"resolve", "connect", "tls", "processing", "transfer"} {
@@ -670,7 +668,7 @@ func readBody(r io.Reader, limit int64, mustNot, must []config.Regexp, keep bool
 	return n, tooBig, regexOK, buf, nil
 }
 
-func recordPhases(g *prometheus.GaugeVec, p *httpPhases, end time.Time) {
+func recordPhases(g *gaugeFamily, p *httpPhases, end time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	tlsTime := p.tls

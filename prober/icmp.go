@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -149,7 +148,7 @@ func pingGroupRange() string {
 
 func probeICMP(ctx context.Context, target string, module config.Module, reg *Metrics, logger *slog.Logger, env Env) bool {
 	s := module.Settings.(*ICMPSettings)
-	phases := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_icmp_duration_seconds", Help: "Duration of the ICMP echo by phase, in seconds."}, []string{"phase"})
+	phases := newGaugeVec("probe_icmp_duration_seconds", "Duration of the ICMP echo by phase, in seconds.", "phase")
 	reg.MustRegister(phases)
 	for _, p := range []string{"resolve", "setup", "rtt"} {
 		phases.WithLabelValues(p)

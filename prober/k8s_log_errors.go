@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -198,10 +197,7 @@ func probeK8sLogErrors(ctx context.Context, target string, module config.Module,
 		return false
 	}
 
-	thresholdGauge := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "probe_k8s_log_threshold",
-		Help: "Matched lines at which a pod fails the probe.",
-	})
+	thresholdGauge := newGauge("probe_k8s_log_threshold", "Matched lines at which a pod fails the probe.")
 	thresholdGauge.Set(float64(s.Threshold))
 	reg.MustRegister(thresholdGauge)
 
@@ -215,10 +211,7 @@ func probeK8sLogErrors(ctx context.Context, target string, module config.Module,
 		logger.Error("listing pods failed", "err", kube.WrapAPIError(err, "list", "pods", tgt.Namespace))
 		return false
 	}
-	podsMatched := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "probe_k8s_log_pods_matched",
-		Help: "Pods the target's label selector matched.",
-	})
+	podsMatched := newGauge("probe_k8s_log_pods_matched", "Pods the target's label selector matched.")
 	podsMatched.Set(float64(len(pods.Items)))
 	reg.MustRegister(podsMatched)
 	if len(pods.Items) == 0 {
@@ -456,8 +449,8 @@ func k8sDependencies(ctx context.Context, client kubernetes.Interface, s *K8sLog
 	return ok
 }
 
-func k8sGaugeVec(name, help string, labels []string) *prometheus.GaugeVec {
-	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+func k8sGaugeVec(name, help string, labels []string) *gaugeFamily {
+	return newGaugeVec(name, help, labels...)
 }
 
 func (s *K8sLogErrorsSettings) clock() time.Time {

@@ -176,17 +176,25 @@ func (m *Metrics) writeGathered(b []byte, openMetrics bool) ([]byte, error) {
 
 // gauge registers a plain gauge on reg.
 func gauge(reg prometheus.Registerer, name, help string) prometheus.Gauge {
-	f := newGaugeFamily(name, help, nil)
-	g := f.child(nil)
-	reg.MustRegister(f)
+	g := newGauge(name, help)
+	reg.MustRegister(g)
 	return g
 }
 
 // gaugeVec registers a gauge with labels on reg.
 func gaugeVec(reg prometheus.Registerer, name, help string, labels ...string) *gaugeFamily {
-	f := newGaugeFamily(name, help, labels)
+	f := newGaugeVec(name, help, labels...)
 	reg.MustRegister(f)
 	return f
+}
+
+// newGauge is a plain gauge to register later: prometheus.NewGauge for
+// a probe's Metrics.
+func newGauge(name, help string) *probeGauge { return newGaugeFamily(name, help, nil).child(nil) }
+
+// newGaugeVec is a gauge with labels to register later.
+func newGaugeVec(name, help string, labels ...string) *gaugeFamily {
+	return newGaugeFamily(name, help, labels)
 }
 
 // gaugeFamily is a probe's gauge or gauge vector: its series in the order

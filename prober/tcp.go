@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
 	pconfig "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 
@@ -181,9 +180,9 @@ func tcpHandshake(ctx context.Context, conn net.Conn, s *TCPSettings, host strin
 func runQueryResponses(ctx context.Context, conn net.Conn, s *TCPSettings, host string, tm *tlsMetrics, reg *Metrics, logger *slog.Logger) bool {
 	regexFailed := gauge(reg, "probe_failed_due_to_regex", "1 if an expect regexp did not match.")
 	bytesFailed := gauge(reg, "probe_failed_due_to_bytes", "1 if expect_bytes did not match.")
-	var expectInfo *prometheus.GaugeVec
+	var expectInfo *gaugeFamily
 	if len(s.expectLabels) > 0 {
-		expectInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_expect_info", Help: "Values taken from the text an expect regexp matched."}, s.expectLabels)
+		expectInfo = newGaugeVec("probe_expect_info", "Values taken from the text an expect regexp matched.", s.expectLabels...)
 		reg.MustRegister(expectInfo)
 	}
 	r := bufio.NewReaderSize(conn, maxLineBytes)

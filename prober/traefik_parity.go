@@ -19,7 +19,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 
 	"github.com/greybox-probe/greybox/config"
@@ -324,8 +323,7 @@ func discoverParityReplicas(ctx context.Context, set *paritySet, s *TraefikParit
 		replicas = append(replicas, r)
 	}
 	if set.replicaSet.kind == "k8s" {
-		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_traefik_pods_skipped",
-			Help: "Pods matched by the selector but not probed (not running, terminating, without an IP yet or without the named port)."})
+		g := newGauge("probe_traefik_pods_skipped", "Pods matched by the selector but not probed (not running, terminating, without an IP yet or without the named port).")
 		reg.MustRegister(g)
 		g.Set(float64(skipped))
 	}
@@ -975,17 +973,17 @@ type parityGroup struct {
 func compareParity(replicas []*parityReplica, s *TraefikParitySettings, keys *parityKeys, reg *Metrics, logger *slog.Logger) bool {
 	perReplica := []string{"replica", "namespace", "pod"}
 	var (
-		gReplicas  = prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_traefik_replicas", Help: "Traefik replicas discovered (including those in their grace period)."})
-		gUp        = prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_traefik_replicas_up", Help: "Traefik replicas whose API answered with a complete router table."})
-		gConsensus = prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_traefik_consensus_routers", Help: "Routers in the reference table (the majority's; on a tie, the union of the tied tables)."})
-		gSkew      = prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_traefik_max_skew", Help: "Largest missing+extra router count of any replica outside its grace period."})
-		rUp        = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_traefik_replica_up", Help: "1 if the replica's API answered with a complete router table."}, perReplica)
-		rRouters   = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_traefik_replica_routers", Help: "Routers the replica lists, by provider (internal and ignored routers excluded)."}, append(perReplica, "provider"))
-		rMissing   = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_traefik_replica_missing_routers", Help: "Routers in the reference table that the replica lacks."}, perReplica)
-		rExtra     = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_traefik_replica_extra_routers", Help: "Routers the replica has that the reference table lacks."}, perReplica)
-		rBroken    = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_traefik_replica_broken_routers", Help: "Routers the replica lists as disabled or with errors."}, perReplica)
-		rGrace     = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_traefik_replica_in_grace", Help: "1 if the replica is younger than grace_period and left out of the comparison."}, perReplica)
-		rInfo      = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_traefik_replica_info", Help: "Traefik version of the replica (value 1)."}, append(perReplica, "version"))
+		gReplicas  = newGauge("probe_traefik_replicas", "Traefik replicas discovered (including those in their grace period).")
+		gUp        = newGauge("probe_traefik_replicas_up", "Traefik replicas whose API answered with a complete router table.")
+		gConsensus = newGauge("probe_traefik_consensus_routers", "Routers in the reference table (the majority's; on a tie, the union of the tied tables).")
+		gSkew      = newGauge("probe_traefik_max_skew", "Largest missing+extra router count of any replica outside its grace period.")
+		rUp        = newGaugeVec("probe_traefik_replica_up", "1 if the replica's API answered with a complete router table.", perReplica...)
+		rRouters   = newGaugeVec("probe_traefik_replica_routers", "Routers the replica lists, by provider (internal and ignored routers excluded).", append(perReplica, "provider")...)
+		rMissing   = newGaugeVec("probe_traefik_replica_missing_routers", "Routers in the reference table that the replica lacks.", perReplica...)
+		rExtra     = newGaugeVec("probe_traefik_replica_extra_routers", "Routers the replica has that the reference table lacks.", perReplica...)
+		rBroken    = newGaugeVec("probe_traefik_replica_broken_routers", "Routers the replica lists as disabled or with errors.", perReplica...)
+		rGrace     = newGaugeVec("probe_traefik_replica_in_grace", "1 if the replica is younger than grace_period and left out of the comparison.", perReplica...)
+		rInfo      = newGaugeVec("probe_traefik_replica_info", "Traefik version of the replica (value 1).", append(perReplica, "version")...)
 	)
 	reg.MustRegister(gReplicas, gUp, rUp, rGrace)
 	gReplicas.Set(float64(len(replicas)))

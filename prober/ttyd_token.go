@@ -15,8 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/greybox-probe/greybox/config"
 )
 
@@ -219,10 +217,10 @@ func probeTTYDToken(ctx context.Context, target string, module config.Module, re
 		logger.Error("bad target", "err", err)
 		return false
 	}
-	statusG := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_ttyd_token_status_code", Help: "HTTP status code of GET <base>/token (0 = no answer)."})
-	routedG := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_ttyd_token_routed", Help: "0 when the reverse proxy answered its own \"404 page not found\" (no router), else 1."})
-	receivedG := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_ttyd_token_received", Help: "1 when /token answered 200 with a JSON string \"token\"."})
-	durationG := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_ttyd_token_duration_seconds", Help: "Time of the /token request, headers and body."})
+	statusG := newGauge("probe_ttyd_token_status_code", "HTTP status code of GET <base>/token (0 = no answer).")
+	routedG := newGauge("probe_ttyd_token_routed", "0 when the reverse proxy answered its own \"404 page not found\" (no router), else 1.")
+	receivedG := newGauge("probe_ttyd_token_received", "1 when /token answered 200 with a JSON string \"token\".")
+	durationG := newGauge("probe_ttyd_token_duration_seconds", "Time of the /token request, headers and body.")
 	reg.MustRegister(statusG, receivedG, durationG)
 
 	res, err := fetchTTYDToken(ctx, base, s.HTTPClientConfig, s.Headers, s.BodySizeLimit, logger, env)
@@ -252,7 +250,7 @@ func probeTTYDToken(ctx context.Context, target string, module config.Module, re
 	}
 	if res.StatusCode >= 300 && res.StatusCode < 400 && s.RedirectHost != "" {
 		allowed := ttydRedirectHostMatches(res.Location, s.RedirectHost)
-		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_ttyd_token_redirect_allowed", Help: "1 when a 3xx answer redirected to the pinned redirect_host."})
+		g := newGauge("probe_ttyd_token_redirect_allowed", "1 when a 3xx answer redirected to the pinned redirect_host.")
 		reg.MustRegister(g)
 		g.Set(boolValue(allowed))
 		if !allowed {

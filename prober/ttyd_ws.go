@@ -289,10 +289,10 @@ func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *
 		deadline, _ = ctx.Deadline()
 	}
 
-	phases := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_ttyd_ws_duration_seconds", Help: "Duration of each phase of the terminal session."}, []string{"phase"})
+	phases := newGaugeVec("probe_ttyd_ws_duration_seconds", "Duration of each phase of the terminal session.", "phase")
 	reg.MustRegister(phases)
 	g := func(name, help string) prometheus.Gauge {
-		m := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+		m := newGauge(name, help)
 		reg.MustRegister(m)
 		return m
 	}
@@ -402,7 +402,7 @@ func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *
 	conn.SetReadLimit(int64(s.ReadLimit))
 	success := ttydSessionRun(ctx, s, sess, token, deadline, reg, phases, g)
 
-	framesG := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_ttyd_ws_frames_received", Help: "Server frames received, by type."}, []string{"type"})
+	framesG := newGaugeVec("probe_ttyd_ws_frames_received", "Server frames received, by type.", "type")
 	reg.MustRegister(framesG)
 	for k, n := range sess.frames {
 		framesG.WithLabelValues(k).Set(float64(n))
@@ -419,7 +419,7 @@ func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *
 
 // ttydSessionRun drives an upgraded session: init, first frame, send/expect,
 // clean close. It reports whether the terminal proved to work.
-func ttydSessionRun(ctx context.Context, s *TTYDWSSettings, sess *ttydSession, token string, deadline time.Time, reg *Metrics, phases *prometheus.GaugeVec, g func(string, string) prometheus.Gauge) bool {
+func ttydSessionRun(ctx context.Context, s *TTYDWSSettings, sess *ttydSession, token string, deadline time.Time, reg *Metrics, phases *gaugeFamily, g func(string, string) prometheus.Gauge) bool {
 	logger, conn := sess.logger, sess.conn
 	accepted := conn.Subprotocol() == "tty"
 	g("probe_ttyd_ws_subprotocol_accepted", "1 when the server echoed the tty subprotocol.").Set(boolValue(accepted))
@@ -477,11 +477,11 @@ func ttydSessionRun(ctx context.Context, s *TTYDWSSettings, sess *ttydSession, t
 	return ok
 }
 
-func ttydExpect(s *TTYDWSSettings, sess *ttydSession, readBy time.Time, reg *Metrics, phases *prometheus.GaugeVec) bool {
+func ttydExpect(s *TTYDWSSettings, sess *ttydSession, readBy time.Time, reg *Metrics, phases *gaugeFamily) bool {
 	logger, conn := sess.logger, sess.conn
 	var matched prometheus.Gauge
 	if !s.Expect.IsZero() {
-		matched = prometheus.NewGauge(prometheus.GaugeOpts{Name: "probe_ttyd_ws_expect_matched", Help: "1 when the terminal output matched expect."})
+		matched = newGauge("probe_ttyd_ws_expect_matched", "1 when the terminal output matched expect.")
 		reg.MustRegister(matched)
 	}
 	start := time.Now()
@@ -521,7 +521,7 @@ const ttydCloseWait = time.Second
 
 // ttydClose sends a close frame, so ttyd hangs up the child, and waits
 // briefly for the server's answer; frames still in flight are counted.
-func ttydClose(ctx context.Context, sess *ttydSession, deadline time.Time, phases *prometheus.GaugeVec) {
+func ttydClose(ctx context.Context, sess *ttydSession, deadline time.Time, phases *gaugeFamily) {
 	start := time.Now()
 	defer func() { phases.WithLabelValues("close").Set(time.Since(start).Seconds()) }()
 	sess.closing = true

@@ -120,10 +120,8 @@ func viaProbe(fn ProbeFunc) ProbeFunc {
 		total := gauge(reg, "probe_replicas", "Replicas discovered for via: (pods skipped as not running or terminating are not counted).")
 		succeeded := gauge(reg, "probe_replicas_succeeded", "Replicas through which the probe succeeded.")
 		replicaLabels := []string{"replica", "namespace", "pod"}
-		successVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_replica_success",
-			Help: "Whether the probe through this replica succeeded (1) or failed (0)."}, replicaLabels)
-		durationVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_replica_duration_seconds",
-			Help: "How long the probe through this replica took, in seconds."}, replicaLabels)
+		successVec := newGaugeVec("probe_replica_success", "Whether the probe through this replica succeeded (1) or failed (0).", replicaLabels...)
+		durationVec := newGaugeVec("probe_replica_duration_seconds", "How long the probe through this replica took, in seconds.", replicaLabels...)
 		reg.MustRegister(successVec, durationVec)
 
 		set, err := parseViaReplicas(v.Replicas)

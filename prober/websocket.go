@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 	pconfig "github.com/prometheus/common/config"
 
 	"github.com/greybox-probe/greybox/config"
@@ -213,7 +212,7 @@ func probeWebsocket(ctx context.Context, target string, module config.Module, re
 	statusCode := gauge(reg, "probe_websocket_status_code", "HTTP status of the upgrade (0 = no HTTP answer).")
 	upgraded := gauge(reg, "probe_websocket_connection_upgraded", "1 if the connection was upgraded to a WebSocket.")
 	regexFailed := gauge(reg, "probe_websocket_failed_due_to_regex", "1 if an expect regexp did not match a message.")
-	phases := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_websocket_duration_seconds", Help: "Duration of the WebSocket probe by phase, in seconds."}, []string{"phase"})
+	phases := newGaugeVec("probe_websocket_duration_seconds", "Duration of the WebSocket probe by phase, in seconds.", "phase")
 	reg.MustRegister(phases)
 	for _, p := range []string{"resolve", "connect", "processing", "transfer"} {
 		phases.WithLabelValues(p)

@@ -1,0 +1,150 @@
+package prober
+
+import (
+	"bytes"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+)
+
+// fillMetrics registers what probers register, with the values that are
+// hard to write: escapes in help and label values, non-UTF-8, NaN and the
+// infinities, integers and fractions, labels declared out of name order.
+func fillMetrics(reg prometheus.Registerer) {
+	gauge(reg, "probe_success", "Whether the probe succeeded (1) or failed (0).").Set(1)
+	gauge(reg, "probe_duration_seconds", `How long, with "quotes", a \ backslash`+"\nand a newline.").Set(0.000123456789)
+	gauge(reg, "probe_big", "Large and small.").Set(1e21)
+	gauge(reg, "probe_neg", "Negative.").Set(-3)
+	gauge(reg, "probe_nan", "NaN.").Set(math.NaN())
+	gauge(reg, "probe_inf", "Inf.").Set(math.Inf(1))
+	gauge(reg, "probe_ninf", "-Inf.").Set(math.Inf(-1))
+	gauge(reg, "probe_zero", "Never set.")
+	v := gaugeVec(reg, "probe_http_duration_seconds", "Phases.", "phase")
+	for _, p := range []string{"tls", "connect", "resolve", "processing", "transfer"} {
+		v.WithLabelValues(p).Set(0.25)
+	}
+	info := gaugeVec(reg, "probe_ssl_last_chain_info", "Leaf.", "subject", "fingerprint_sha256", "issuer")
+	info.WithLabelValues(`CN="a\b"`+"\nx", "ab", "Z").Set(1)
+	info.WithLabelValues("CN=a", "aa", "\xff\xfeok").Set(1)
+	info.With(prometheus.Labels{"subject": "CN=a", "fingerprint_sha256": "aa", "issuer": "A"}).Set(2)
+	gaugeVec(reg, "probe_empty_vec", "No series: not written.", "x")
+	reset := gaugeVec(reg, "probe_reset", "Reset drops series.", "x")
+	reset.WithLabelValues("gone").Set(1)
+	reset.Reset()
+	add := newGauge("probe_added", "Add, Inc, Dec.")
+	reg.MustRegister(add)
+	add.Add(2.5)
+	add.Inc()
+	add.Dec()
+	add.Sub(0.5)
+}
+
+func expfmtText(t *testing.T, g prometheus.Gatherer, openMetrics bool) string {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	for _, mf := range mfs {
+		if openMetrics {
+			_, err = expfmt.MetricFamilyToOpenMetrics(&b, mf)
+		} else {
+			_, err = expfmt.MetricFamilyToText(&b, mf)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
+}
+
+// The direct writer must be byte for byte what expfmt writes, for the
+// same metrics registered on a real registry.
+func TestMetricsWriteTextMatchesExpfmt(t *testing.T) {
+	real := prometheus.NewRegistry()
+	fillMetrics(real)
+	m := NewMetrics()
+	fillMetrics(m)
+	for _, om := range []bool{false, true} {
+		got, err := m.writeText(nil, om)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := expfmtText(t, real, om); string(got) != want {
+			t.Errorf("openMetrics=%v:\n got:\n%s\nwant:\n%s", om, got, want)
+		}
+		// Its own Gather, through expfmt, agrees too.
+		if want := expfmtText(t, m, om); string(got) != want {
+			t.Errorf("openMetrics=%v: Gather then expfmt differs:\n got:\n%s\nwant:\n%s", om, got, want)
+		}
+	}
+	if !strings.Contains(expfmtText(t, m, false), "probe_added 2\n") {
+		t.Errorf("Add/Inc/Dec/Sub: %s", expfmtText(t, m, false))
+	}
+}
+
+// A collector that is not one of ours goes through a registry, and the
+// answer then takes the general path, merged in name order.
+func TestMetricsOtherCollectors(t *testing.T) {
+	m := NewMetrics()
+	gauge(m, "probe_z", "Last.").Set(1)
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "probe_m_total", Help: "A counter."})
+	m.MustRegister(c)
+	c.Add(3)
+	gauge(m, "probe_a", "First.").Set(2)
+	got, err := m.writeText(nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "# HELP probe_a First.\n# TYPE probe_a gauge\nprobe_a 2\n" +
+		"# HELP probe_m_total A counter.\n# TYPE probe_m_total counter\nprobe_m_total 3\n" +
+		"# HELP probe_z Last.\n# TYPE probe_z gauge\nprobe_z 1\n"
+	if string(got) != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+	if !m.Unregister(c) {
+		t.Error("Unregister of the counter: false")
+	}
+	if got, _ := m.writeText(nil, false); strings.Contains(string(got), "probe_m_total") {
+		t.Errorf("unregistered counter still written:\n%s", got)
+	}
+}
+
+// Two registrations of one name are a prober's bug, as on a registry;
+// so is a wrong number of label values.
+func TestMetricsConflicts(t *testing.T) {
+	mustPanic := func(name string, f func()) {
+		t.Helper()
+		defer func() {
+			if recover() == nil {
+				t.Errorf("%s: no panic", name)
+			}
+		}()
+		f()
+	}
+	m := NewMetrics()
+	gauge(m, "probe_x", "X.")
+	mustPanic("same name twice", func() { gauge(m, "probe_x", "X again.") })
+	mustPanic("same name as a vector", func() { gaugeVec(m, "probe_x", "X.", "l") })
+	v := gaugeVec(m, "probe_v", "V.", "a", "b")
+	mustPanic("too few label values", func() { v.WithLabelValues("1") })
+	mustPanic("missing label name", func() { v.With(prometheus.Labels{"a": "1", "c": "2"}) })
+	m.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "probe_x", Help: "X."}))
+	if _, err := m.Gather(); err == nil {
+		t.Error("a gauge and a counter of one name: Gather gave no error")
+	}
+}
+
+func BenchmarkMetricsWriteText(b *testing.B) {
+	m := NewMetrics()
+	fillMetrics(m)
+	buf := make([]byte, 0, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, _ = m.writeText(buf[:0], false)
+	}
+}
