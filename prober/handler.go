@@ -274,7 +274,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, entry.Debug())
 		return
 	}
-	format := expfmt.NegotiateIncludingOpenMetrics(r.Header)
+	format := negotiate(r.Header)
 	w.Header().Set("Content-Type", string(format))
 	switch format.FormatType() {
 	case expfmt.TypeTextPlain:
@@ -296,6 +296,36 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			_ = c.Close()
 		}
 	}
+}
+
+// formats memoises content negotiation by Accept header: a scraper sends
+// the same header every time, and parsing it cost more allocations than
+// writing the answer. Bounded, so odd headers cannot grow it.
+var formats struct {
+	sync.Mutex
+	m map[string]expfmt.Format
+}
+
+const maxFormats = 64
+
+func negotiate(h http.Header) expfmt.Format {
+	accept := h.Get("Accept") // all the negotiation reads
+	formats.Lock()
+	f, ok := formats.m[accept]
+	formats.Unlock()
+	if ok {
+		return f
+	}
+	f = expfmt.NegotiateIncludingOpenMetrics(h)
+	formats.Lock()
+	if formats.m == nil {
+		formats.m = make(map[string]expfmt.Format)
+	}
+	if len(formats.m) < maxFormats {
+		formats.m[accept] = f
+	}
+	formats.Unlock()
+	return f
 }
 
 // InFlight is the number of probes running now, answered or not.

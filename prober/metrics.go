@@ -35,7 +35,7 @@ type Metrics struct {
 }
 
 // NewMetrics returns an empty set of probe metrics.
-func NewMetrics() *Metrics { return &Metrics{} }
+func NewMetrics() *Metrics { return &Metrics{families: make([]*gaugeFamily, 0, 24)} }
 
 var _ interface {
 	prometheus.Registerer
@@ -105,14 +105,13 @@ func (m *Metrics) Unregister(c prometheus.Collector) bool {
 	return true
 }
 
-// sorted returns the gauge families by name, and the other registry.
+// sorted sorts the gauge families by name, in place: the order of
+// registration means nothing, and a probe answers once.
 func (m *Metrics) sorted() ([]*gaugeFamily, *prometheus.Registry) {
 	m.mu.Lock()
-	fs := slices.Clone(m.families)
-	other := m.other
-	m.mu.Unlock()
-	slices.SortFunc(fs, func(a, b *gaugeFamily) int { return strings.Compare(a.name, b.name) })
-	return fs, other
+	defer m.mu.Unlock()
+	slices.SortFunc(m.families, func(a, b *gaugeFamily) int { return strings.Compare(a.name, b.name) })
+	return m.families, m.other
 }
 
 // Gather returns every family with at least one series, sorted by name,
@@ -208,6 +207,10 @@ type gaugeFamily struct {
 
 	mu       sync.Mutex
 	children []*probeGauge
+	// one is a plain gauge's series, or a vector's first: most families
+	// have one series, which then costs no allocation of its own.
+	one     probeGauge
+	oneUsed bool
 }
 
 func newGaugeFamily(name, help string, labels []string) *gaugeFamily {
@@ -222,17 +225,34 @@ func newGaugeFamily(name, help string, labels []string) *gaugeFamily {
 	return f
 }
 
-// child returns the series with these label values, made on first use.
-// The caller holds no lock.
+// child returns the series with these label values, made on first use;
+// values is kept, so a caller passes a slice it will not change.
 func (f *gaugeFamily) child(values []string) *probeGauge {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if c := f.find(values); c != nil {
+		return c
+	}
+	return f.add(values)
+}
+
+func (f *gaugeFamily) find(values []string) *probeGauge {
 	for _, c := range f.children {
 		if slices.Equal(c.values, values) {
 			return c
 		}
 	}
-	c := &probeGauge{family: f, values: values}
+	return nil
+}
+
+// add appends a series; f.mu is held.
+func (f *gaugeFamily) add(values []string) *probeGauge {
+	c := &f.one
+	if f.oneUsed {
+		c = &probeGauge{}
+	}
+	f.oneUsed = true
+	c.family, c.values = f, values
 	f.children = append(f.children, c)
 	return c
 }
@@ -244,11 +264,20 @@ func (f *gaugeFamily) WithLabelValues(values ...string) prometheus.Gauge {
 	if len(values) != len(f.labels) {
 		panic(fmt.Sprintf("metric %s: %d label values for %d labels", f.name, len(values), len(f.labels)))
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c := f.find(values); c != nil {
+		return c
+	}
+	// values may be the caller's to reuse: the series keeps a copy.
 	vs := make([]string, len(values))
 	for i, v := range values {
 		vs[i] = strings.ToValidUTF8(v, "\uFFFD")
 	}
-	return f.child(vs)
+	if c := f.find(vs); c != nil {
+		return c
+	}
+	return f.add(vs)
 }
 
 // With is WithLabelValues by label name.
@@ -288,11 +317,12 @@ func (f *gaugeFamily) Collect(ch chan<- prometheus.Metric) {
 }
 
 // series returns the children sorted as the exposition lists them: by
-// label values, compared in label-name order.
+// label values, compared in label-name order. It sorts in place: the
+// order series were made in means nothing.
 func (f *gaugeFamily) series() []*probeGauge {
 	f.mu.Lock()
-	cs := slices.Clone(f.children)
-	f.mu.Unlock()
+	defer f.mu.Unlock()
+	cs := f.children
 	if len(cs) > 1 {
 		slices.SortFunc(cs, func(a, b *probeGauge) int {
 			for _, i := range f.order() {

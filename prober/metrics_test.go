@@ -2,11 +2,15 @@ package prober
 
 import (
 	"bytes"
+	"io"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 )
 
@@ -146,5 +150,63 @@ func BenchmarkMetricsWriteText(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf, _ = m.writeText(buf[:0], false)
+	}
+}
+
+// Every format a scraper may negotiate answers the same families: the
+// text and OpenMetrics answers written directly, protobuf through expfmt.
+func TestHandlerAnswerFormats(t *testing.T) {
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	defer target.Close()
+	h, _, _ := newTestHandler(t, "modules:\n  m: {prober: http, timeout: 5s}\n", 10)
+	url := "/probe?module=m&target=" + target.URL
+	families := func(t *testing.T, accept string) (string, map[string]*dto.MetricFamily) {
+		t.Helper()
+		rec := get(h, url, map[string]string{"Accept": accept})
+		if rec.Code != 200 {
+			t.Fatalf("%s: code %d: %s", accept, rec.Code, rec.Body)
+		}
+		ct := rec.Header().Get("Content-Type")
+		dec := expfmt.NewDecoder(rec.Body, expfmt.Format(ct))
+		got := map[string]*dto.MetricFamily{}
+		for {
+			var mf dto.MetricFamily
+			if err := dec.Decode(&mf); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("%s (%s): decode: %v", accept, ct, err)
+			}
+			got[mf.GetName()] = &mf
+		}
+		return ct, got
+	}
+	_, want := families(t, "")
+	if v := want["probe_success"].GetMetric()[0].GetGauge().GetValue(); v != 1 {
+		t.Fatalf("probe_success = %v", v)
+	}
+	for _, tc := range []struct{ accept, contentType string }{
+		{"text/plain;version=0.0.4", "text/plain; version=0.0.4"},
+		{"application/openmetrics-text;version=1.0.0", "application/openmetrics-text; version=1.0.0"},
+		{"application/openmetrics-text;version=0.0.1", "application/openmetrics-text; version=0.0.1"},
+		{"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited", "application/vnd.google.protobuf"},
+	} {
+		for range 2 { // the second answer comes from the memoised negotiation
+			ct, got := families(t, tc.accept)
+			if !strings.HasPrefix(ct, tc.contentType) {
+				t.Errorf("Accept %s: Content-Type %q, want %s…", tc.accept, ct, tc.contentType)
+			}
+			if len(got) != len(want) {
+				t.Errorf("Accept %s: %d families, want %d", tc.accept, len(got), len(want))
+			}
+			for name, mf := range want {
+				g, ok := got[name]
+				if !ok || len(g.GetMetric()) != len(mf.GetMetric()) || g.GetHelp() != mf.GetHelp() {
+					t.Errorf("Accept %s: family %s differs: %v", tc.accept, name, g)
+				}
+			}
+		}
+	}
+	if rec := get(h, url, map[string]string{"Accept": "application/openmetrics-text;version=1.0.0"}); !strings.HasSuffix(rec.Body.String(), "# EOF\n") {
+		t.Errorf("OpenMetrics answer does not end in # EOF: %q", rec.Body.String())
 	}
 }
