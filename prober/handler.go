@@ -1,7 +1,6 @@
 package prober
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -216,13 +215,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	logs := &limitedBuffer{max: maxProbeLog}
-	reason := newReasonCapture()
-	logger := slog.New(redactHandler{slog.NewMultiHandler(
-		slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}),
-		asDebug{h.opts.Logger.Handler()},
-		reason,
-	)}).With("module", moduleName, "target", shown)
+	logs := newProbeLog(maxProbeLog)
+	// The process log sees a probe's lines only at debug level; when it
+	// would drop them anyway, they are not offered to it at all.
+	var sink slog.Handler = logs.handler()
+	if process := h.opts.Logger.Handler(); process.Enabled(ctx, slog.LevelDebug) {
+		sink = slog.NewMultiHandler(sink, asDebug{process})
+	}
+	logger := slog.New(redactHandler{sink}).With("module", moduleName, "target", shown)
 
 	reg := NewMetrics()
 	successGauge := gauge(reg, "probe_success", "Whether the probe succeeded (1) or failed (0).")
@@ -247,7 +247,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.requests.WithLabelValues(moduleName, resultFailure).Inc()
 		if h.opts.LogProber < LogNone {
 			h.opts.Logger.Log(ctx, h.opts.LogProber, "probe failed", "module", moduleName, "target", shown,
-				"duration_seconds", elapsed.Seconds(), "reason", reason.Reason())
+				"duration_seconds", elapsed.Seconds(), "reason", logs.Reason())
 		}
 	}
 	h.duration.WithLabelValues(moduleName).Observe(elapsed.Seconds())
@@ -260,10 +260,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	entry := &Entry{
 		Module: moduleName, Target: shown, Hostname: hostname, Start: start, Duration: elapsed, Success: success,
-		Logs: logs.String(), Metrics: text, ModuleYAML: module.YAML(),
+		log: logs, Metrics: text, ModuleYAML: module.YAML(),
 	}
 	if !success {
-		entry.Reason = reason.Reason()
+		entry.Reason = logs.Reason()
 		if entry.Reason == "" {
 			entry.Reason = "failed without an error line; see the probe's log"
 		}
@@ -501,37 +501,6 @@ func oneLine(s string) string {
 // --history.limit entries, so this is what bounds history's memory too; the
 // chattiest prober (traefik_parity naming missing routers) stays well below.
 const maxProbeLog = 256 << 10
-
-// limitedBuffer keeps the first max bytes of a probe's log; a chatty
-// prober cannot grow history without bound.
-type limitedBuffer struct {
-	mu        sync.Mutex
-	buf       bytes.Buffer
-	max       int
-	truncated bool
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if room := l.max - l.buf.Len(); room < len(p) {
-		if room > 0 {
-			l.buf.Write(p[:room])
-		}
-		l.truncated = true
-		return len(p), nil
-	}
-	return l.buf.Write(p)
-}
-
-func (l *limitedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.truncated {
-		return l.buf.String() + "\n… log truncated\n"
-	}
-	return l.buf.String()
-}
 
 // moduleWithHostname is the module as this one probe runs it with the
 // hostname parameter: a copy, the configured module is shared.

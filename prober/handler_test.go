@@ -277,13 +277,3 @@ func TestHistoryKeepsFailuresLonger(t *testing.T) {
 		t.Error("an old success was kept past the limit")
 	}
 }
-
-func TestLimitedBufferBoundsTheProbeLog(t *testing.T) {
-	b := &limitedBuffer{max: 10}
-	for range 5 {
-		b.Write([]byte("0123456"))
-	}
-	if got := b.String(); got != "0123456012\n… log truncated\n" {
-		t.Errorf("got %q", got)
-	}
-}

@@ -25,8 +25,11 @@ type Entry struct {
 	// probe's first error, not its whole log.
 	Reason string
 	// The parts of the debug report, kept raw: most entries are never
-	// looked at, so rendering waits until someone does.
+	// looked at, so rendering waits until someone does. Logs is the
+	// probe's log when it is known as the entry is made (a refusal); a
+	// probe's own log is rendered from log when read.
 	Logs string
+	log  *probeLog
 	// Metrics is the answer in the text exposition format; never
 	// modified once the entry is made.
 	Metrics    []byte
@@ -36,11 +39,19 @@ type Entry struct {
 	refs   int   // rings holding the entry, under History.mu
 }
 
+// LogText is the probe's log in slog's text format.
+func (e *Entry) LogText() string {
+	if e.log != nil {
+		return e.log.String()
+	}
+	return e.Logs
+}
+
 // Debug renders the report debug=true returns: log, metrics, module.
 func (e *Entry) Debug() string {
 	var b strings.Builder
 	b.WriteString("Logs for the probe:\n")
-	b.WriteString(e.Logs)
+	b.WriteString(e.LogText())
 	b.WriteString("\n\nMetrics that would have been returned:\n")
 	b.Write(e.Metrics)
 	b.WriteString("\n\nModule configuration:\n")
@@ -85,7 +96,7 @@ const entryOverhead = 256
 // weigh estimates what e holds in memory: its strings and its metric
 // rendered metrics.
 func (e *Entry) weigh() int64 {
-	n := int64(entryOverhead + len(e.Module) + len(e.Target) + len(e.Logs) + len(e.Reason) + len(e.Metrics) + len(e.ModuleYAML))
+	n := int64(entryOverhead + len(e.Module) + len(e.Target) + len(e.Logs) + e.logSize() + len(e.Reason) + len(e.Metrics) + len(e.ModuleYAML))
 	return n
 }
 
@@ -197,4 +208,11 @@ func (h *History) List() []*Entry {
 	h.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID > out[j].ID })
 	return out
+}
+
+func (e *Entry) logSize() int {
+	if e.log == nil {
+		return 0
+	}
+	return e.log.Size()
 }

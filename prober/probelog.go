@@ -75,6 +75,14 @@ func (c reasonCapture) Handle(_ context.Context, r slog.Record) error {
 	if *c.reason != "" {
 		return nil
 	}
+	*c.reason = reasonLine(r, c.group, c.attrs)
+	return nil
+}
+
+// reasonLine is r as a failure reason: "message: key=value …", the
+// attributes from With first, without the module and target every line
+// has, each under group.
+func reasonLine(r slog.Record, group string, with []slog.Attr) string {
 	var b strings.Builder
 	b.WriteString(r.Message)
 	sep := ": "
@@ -84,18 +92,17 @@ func (c reasonCapture) Handle(_ context.Context, r slog.Record) error {
 		}
 		b.WriteString(sep)
 		sep = " "
-		if c.group != "" {
-			b.WriteString(c.group + ".")
+		if group != "" {
+			b.WriteString(group + ".")
 		}
 		fmt.Fprintf(&b, "%s=%v", a.Key, a.Value.Resolve())
 		return true
 	}
-	for _, a := range c.attrs {
+	for _, a := range with {
 		add(a)
 	}
 	r.Attrs(add)
-	*c.reason = oneLine(truncate(b.String(), maxReason))
-	return nil
+	return oneLine(truncate(b.String(), maxReason))
 }
 
 func (c reasonCapture) WithAttrs(as []slog.Attr) slog.Handler {

@@ -51,8 +51,8 @@ func TestProcessLogIsQuietForHealthyProbes(t *testing.T) {
 		t.Errorf("healthy probes at info wrote to the process log:\n%s", out)
 	}
 	e, _ := hist.Newest("http_2xx", ok.URL)
-	if !strings.Contains(e.Logs, "making HTTP request") {
-		t.Errorf("history lost the probe's own log:\n%s", e.Logs)
+	if !strings.Contains(e.LogText(), "making HTTP request") {
+		t.Errorf("history lost the probe's own log:\n%s", e.LogText())
 	}
 
 	get(h, "/probe?module=http_2xx&target="+bad.URL, nil)
@@ -114,7 +114,7 @@ func TestRefusedRequestsAreInHistory(t *testing.T) {
 		}
 	}
 	for _, e := range hist.List() {
-		if strings.Contains(e.Target+e.Reason+e.Logs, "hunter2") {
+		if strings.Contains(e.Target+e.Reason+e.LogText(), "hunter2") {
 			t.Errorf("secret in history: %+v", e)
 		}
 	}
