@@ -16,7 +16,7 @@ import (
 // format only when someone reads them: most probes' logs are never read,
 // and rendering every line cost more than the rest of a fast probe's
 // bookkeeping (issue 13's profile). It also keeps the probe's first error
-// line as its one-line reason.
+// line as its one-line reason. Everything it keeps is redacted first.
 //
 // Every string a record carries is copied when it is logged, so a record
 // never holds on to the larger buffer a prober cut it from (a substring
@@ -80,34 +80,38 @@ func (l *probeLog) Size() int {
 // msg= and the separators.
 const recordOverhead = 56
 
+// add records r, redacted (Redact, as redactHandler does for the process
+// log) and with its strings copied.
 func (l *probeLog) add(scope *logScope, r slog.Record) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if r.Level >= slog.LevelError && l.reason == "" {
+	wantReason := r.Level >= slog.LevelError && l.reason == ""
+	if !wantReason && (l.text != nil || l.truncated) {
+		return
+	}
+	out := slog.NewRecord(r.Time, r.Level, l.own.string(Redact(r.Message)), 0)
+	est := recordOverhead + len(out.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		a = l.own.attr(redactAttr(a))
+		est += attrSize(a)
+		out.AddAttrs(a)
+		return true
+	})
+	if wantReason {
 		group, with := "", []slog.Attr(nil)
 		if scope != nil {
 			group, with = scope.reasonGroup, scope.reasonAttrs
 		}
-		l.reason = reasonLine(r, group, with)
+		l.reason = reasonLine(out, group, with)
 	}
 	if l.text != nil || l.truncated {
 		return
 	}
-	est := recordOverhead + len(r.Message)
-	r.Attrs(func(a slog.Attr) bool {
-		est += attrSize(a)
-		return true
-	})
 	if l.size+est > l.max {
 		l.truncated = true
 		return
 	}
 	l.size += est
-	out := slog.NewRecord(r.Time, r.Level, l.own.string(r.Message), 0)
-	r.Attrs(func(a slog.Attr) bool {
-		out.AddAttrs(l.own.attr(a))
-		return true
-	})
 	l.records = append(l.records, capturedRecord{scope, out})
 }
 
@@ -200,7 +204,7 @@ func (l *probeLog) ownAttrs(as []slog.Attr) []slog.Attr {
 	defer l.mu.Unlock()
 	kept := make([]slog.Attr, len(as))
 	for i, a := range as {
-		kept[i] = l.own.attr(a)
+		kept[i] = l.own.attr(redactAttr(a))
 	}
 	return kept
 }

@@ -124,3 +124,20 @@ func BenchmarkTextHandlerLog(b *testing.B) {
 		logger.Debug("probe succeeded", "duration_seconds", 0.0012)
 	}
 }
+
+// A probe's log is redacted as it is recorded: message, attributes, With
+// and the reason alike.
+func TestProbeLogRedacts(t *testing.T) {
+	l := newProbeLog(1 << 20)
+	logger := slog.New(l.handler()).With("target", "http://user:hunter2@127.0.0.1/?token=s3cr3t")
+	logger.Error("GET http://a:hunter2@127.0.0.1/ failed", "url", "http://127.0.0.1/?password=s3cr3t",
+		"err", errors.New("dial http://x:hunter2@127.0.0.1/"), slog.Group("g", "u", "?session=s3cr3t"))
+	for what, text := range map[string]string{"log": l.String(), "reason": l.Reason()} {
+		if strings.Contains(text, "hunter2") || strings.Contains(text, "s3cr3t") {
+			t.Errorf("%s not redacted: %s", what, text)
+		}
+		if !strings.Contains(text, "xxxxx") {
+			t.Errorf("%s shows no redaction mark: %s", what, text)
+		}
+	}
+}

@@ -220,9 +220,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// would drop them anyway, they are not offered to it at all.
 	var sink slog.Handler = logs.handler()
 	if process := h.opts.Logger.Handler(); process.Enabled(ctx, slog.LevelDebug) {
-		sink = slog.NewMultiHandler(sink, asDebug{process})
+		sink = slog.NewMultiHandler(sink, redactHandler{asDebug{process}})
 	}
-	logger := slog.New(redactHandler{sink}).With("module", moduleName, "target", shown)
+	logger := slog.New(sink).With("module", moduleName, "target", shown)
 
 	reg := NewMetrics()
 	successGauge := gauge(reg, "probe_success", "Whether the probe succeeded (1) or failed (0).")

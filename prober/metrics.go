@@ -62,12 +62,12 @@ func (m *Metrics) Register(c prometheus.Collector) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, have := range m.families {
-		if have.name == f.name {
-			return fmt.Errorf("metric %s registered twice in one probe", f.name)
-		}
+	// Kept sorted by name, the order the answer lists them in.
+	i, dup := slices.BinarySearchFunc(m.families, f.name, func(have *gaugeFamily, name string) int { return strings.Compare(have.name, name) })
+	if dup {
+		return fmt.Errorf("metric %s registered twice in one probe", f.name)
 	}
-	m.families = append(m.families, f)
+	m.families = slices.Insert(m.families, i, f)
 	return nil
 }
 
@@ -105,12 +105,10 @@ func (m *Metrics) Unregister(c prometheus.Collector) bool {
 	return true
 }
 
-// sorted sorts the gauge families by name, in place: the order of
-// registration means nothing, and a probe answers once.
+// sorted returns the gauge families, by name, and the other registry.
 func (m *Metrics) sorted() ([]*gaugeFamily, *prometheus.Registry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	slices.SortFunc(m.families, func(a, b *gaugeFamily) int { return strings.Compare(a.name, b.name) })
 	return m.families, m.other
 }
 
