@@ -389,18 +389,34 @@ func fetchParityList(ctx context.Context, client *http.Client, s *TraefikParityS
 			if err != nil {
 				return err
 			}
-			return sc.routers(body, func(rt *parityRouter) {
+			seen, mine := keys.pages.claim(ctx, kind, body)
+			if seen != nil && !mine {
+				seen.addTo(r)
+				return nil
+			}
+			pg := &parityPageRouters{providers: map[string]int{}}
+			if mine {
+				pg = seen
+			}
+			err = sc.routers(body, func(rt *parityRouter) {
 				if rt.Provider == "internal" || (!s.IgnoreRouters.IsZero() && s.IgnoreRouters.Match(rt.Name)) {
-					r.dropped++
+					pg.dropped++
 					return
 				}
-				r.providers[rt.Provider]++
+				pg.providers[rt.Provider]++
 				if rt.Broken {
-					r.broken++
+					pg.broken++
 				}
 				key = parityKey(key[:0], s, prefix, rt)
-				r.ids = append(r.ids, keys.id(key))
+				pg.ids = append(pg.ids, keys.id(key))
 			})
+			if mine {
+				pg.publish(err == nil)
+			}
+			if err == nil {
+				pg.addTo(r)
+			}
+			return err
 		}, func(h http.Header) { next = h.Get("X-Next-Page") })
 		if err != nil {
 			return fmt.Errorf("%s page %d: %w", path, page, err)

@@ -2,6 +2,7 @@ package prober
 
 import (
 	"cmp"
+	"context"
 	"hash/maphash"
 	"slices"
 	"sync"
@@ -16,6 +17,7 @@ import (
 type parityKeys struct {
 	seed   maphash.Seed
 	shards [parityKeyShards]parityKeyShard
+	pages  *parityPageSeen
 }
 
 const (
@@ -31,7 +33,7 @@ type parityKeyShard struct {
 }
 
 func newParityKeys() *parityKeys {
-	return &parityKeys{seed: maphash.MakeSeed()}
+	return &parityKeys{seed: maphash.MakeSeed(), pages: newParityPageSeen()}
 }
 
 // id returns the identity's id, allocating its string only the first time
@@ -110,4 +112,80 @@ func parityDiff[T cmp.Ordered](ref, got []T) (missing, extra []T) {
 	missing = append(missing, ref[i:]...)
 	extra = append(extra, got[j:]...)
 	return missing, extra
+}
+
+// parityPageSeen remembers, within one probe, what each distinct page of
+// a router list held. Replicas with the same table send byte-identical
+// pages, so a page is parsed once and the other replicas that send it
+// take the result: hashing a page is a small fraction of scanning it.
+// Pages are told apart by length and a 64-bit hash under a seed chosen
+// per probe, which a replica cannot aim a collision at.
+type parityPageSeen struct {
+	seed  maphash.Seed
+	mu    sync.Mutex
+	pages map[parityPageKey]*parityPageRouters
+}
+
+type parityPageKey struct {
+	kind string
+	n    int
+	hash uint64
+}
+
+// parityPageRouters is what a page added to a replica. done is closed once the
+// replica that claimed the page has parsed it; ok says whether it could.
+type parityPageRouters struct {
+	done      chan struct{}
+	ok        bool
+	ids       []uint32
+	providers map[string]int
+	broken    int
+	dropped   int
+}
+
+func newParityPageSeen() *parityPageSeen {
+	return &parityPageSeen{seed: maphash.MakeSeed(), pages: map[parityPageKey]*parityPageRouters{}}
+}
+
+// claim returns the page's entry and whether the caller is to parse it
+// (then it must call publish). Otherwise it waits for the parse by the
+// replica that claimed it first, and returns nil if that failed or ctx
+// ended, leaving the caller to parse the page itself.
+func (s *parityPageSeen) claim(ctx context.Context, kind string, body []byte) (*parityPageRouters, bool) {
+	key := parityPageKey{kind, len(body), maphash.Bytes(s.seed, body)}
+	s.mu.Lock()
+	p, seen := s.pages[key]
+	if !seen {
+		p = &parityPageRouters{done: make(chan struct{}), providers: map[string]int{}}
+		s.pages[key] = p
+	}
+	s.mu.Unlock()
+	if !seen {
+		return p, true
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return nil, false
+	}
+	if !p.ok {
+		return nil, false
+	}
+	return p, false
+}
+
+// publish ends the claimed page's parse.
+func (p *parityPageRouters) publish(ok bool) {
+	p.ok = ok
+	close(p.done)
+}
+
+// addTo applies the page to a replica.
+func (p *parityPageRouters) addTo(r *parityReplica) {
+	r.ids = append(r.ids, p.ids...)
+	for k, n := range p.providers {
+		r.providers[k] += n
+	}
+	r.broken += p.broken
+	r.dropped += p.dropped
 }

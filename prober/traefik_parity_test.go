@@ -662,3 +662,84 @@ func referenceRouters(data []byte) ([]routerText, error) {
 	}
 	return out, nil
 }
+
+// Pages are parsed once per probe and shared by the replicas that sent
+// the same bytes. A replica whose table differs from some page on must
+// still be compared router by router from there: here the last routers
+// of one replica are gone, so its first pages match the others' and its
+// later ones do not.
+func TestTraefikParitySharedPages(t *testing.T) {
+	full := traefik.Generate(300)
+	cut := full.HTTP[len(full.HTTP)-40].Name
+	short := full.Without(func(r traefik.Router) bool { return r.Name >= cut })
+	servers, target := startReplicas(t, full, full, full, short)
+	res := runProbeDirect(t, ProbeTraefikParity, target, parityModule(t, "30s", "per_page: 50"), Env{})
+	if res.ok {
+		t.Fatal("probe succeeded with a replica missing routers")
+	}
+	mustMetric(t, res.reg, "probe_traefik_replicas_up", nil, 4)
+	mustMetric(t, res.reg, "probe_traefik_consensus_routers", nil, 300)
+	bad := replicaLabels(servers[3].URL)
+	// The cut removed internal routers too (they sort among the others);
+	// those are never compared.
+	missing, _ := metricValue(t, res.reg, "probe_traefik_replica_missing_routers", bad)
+	if missing < 30 || missing > 40 {
+		t.Errorf("short replica missing %v routers, want its last user routers (30–40)", missing)
+	}
+	for _, s := range servers[:3] {
+		l := replicaLabels(s.URL)
+		mustMetric(t, res.reg, "probe_traefik_replica_missing_routers", l, 0)
+		mustMetric(t, res.reg, "probe_traefik_replica_extra_routers", l, 0)
+		for _, p := range []string{"kubernetes", "kubernetescrd", "file"} {
+			mustMetric(t, res.reg, "probe_traefik_replica_routers", withLabel(l, "provider", p), 100)
+		}
+	}
+}
+
+func TestParityPageSeenClaim(t *testing.T) {
+	ctx := context.Background()
+	seen := newParityPageSeen()
+	page := []byte(`[{"name":"a@file","provider":"file"}]`)
+	first, mine := seen.claim(ctx, "http", page)
+	if !mine || first == nil {
+		t.Fatal("the first claim of a page must be the caller's to parse")
+	}
+	first.ids, first.broken = []uint32{7}, 1
+	first.providers["file"] = 1
+	got := make(chan *parityPageRouters)
+	go func() {
+		p, mine := seen.claim(ctx, "http", page)
+		if mine {
+			p = nil
+		}
+		got <- p
+	}()
+	first.publish(true)
+	if p := <-got; p != first {
+		t.Fatalf("a second claim got %v, want the published page", p)
+	}
+	r := &parityReplica{providers: map[string]int{}}
+	first.addTo(r)
+	if len(r.ids) != 1 || r.ids[0] != 7 || r.broken != 1 || r.providers["file"] != 1 {
+		t.Errorf("addTo: %+v", r)
+	}
+	// Another kind, or other bytes, is another page.
+	if _, mine := seen.claim(ctx, "tcp", page); !mine {
+		t.Error("the same bytes of another kind were taken as seen")
+	}
+	// A failed parse leaves each replica to parse for itself.
+	bad := []byte(`[{"name":`)
+	p, _ := seen.claim(ctx, "http", bad)
+	p.publish(false)
+	if p, mine := seen.claim(ctx, "http", bad); p != nil || mine {
+		t.Errorf("after a failed parse: %v, %v; want nil, false", p, mine)
+	}
+	// A claim waiting on a parse gives up with its context.
+	slow := []byte(`[]`)
+	seen.claim(ctx, "http", slow)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if p, mine := seen.claim(cctx, "http", slow); p != nil || mine {
+		t.Errorf("cancelled wait: %v, %v", p, mine)
+	}
+}
