@@ -10,7 +10,7 @@ import (
 )
 
 // examples/blackbox.yml is a blackbox_exporter file for the http, tcp, dns,
-// icmp, grpc and websocket probers: it loads as greybox --config.check loads it,
+// icmp, grpc, unix and websocket probers: it loads as greybox --config.check loads it,
 // and it uses every option blackbox documents for them, so an option greybox
 // stopped accepting fails here.
 func TestBlackboxConfigLoads(t *testing.T) {
@@ -30,7 +30,7 @@ func TestBlackboxConfigLoads(t *testing.T) {
 	for _, m := range cfg.Modules {
 		probers[m.Prober] = true
 	}
-	for _, p := range []string{"http", "tcp", "dns", "icmp", "grpc", "websocket"} {
+	for _, p := range []string{"http", "tcp", "dns", "icmp", "grpc", "unix", "websocket"} {
 		if !probers[p] {
 			t.Errorf("no %s module", p)
 		}
