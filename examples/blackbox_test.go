@@ -44,7 +44,7 @@ func TestBlackboxConfigLoads(t *testing.T) {
 		"fail_if_body_not_matches_regexp:", "fail_if_header_matches:", "fail_if_header_not_matches:",
 		"header:", "regexp:", "allow_missing:", "basic_auth:", "authorization:", "proxy_url:",
 		"no_proxy:", "proxy_from_environment:", "proxy_connect_header:",
-		"skip_resolve_phase_with_proxy:", "enable_http2:", "body:", "body_file:",
+		"skip_resolve_phase_with_proxy:", "enable_http2:", "enable_http3:", "body:", "body_file:",
 		"preferred_ip_protocol:", "ip_protocol_fallback:", "source_ip_address:", "query_response:",
 		"expect:", "expect_bytes:", "labels:", "send:", "starttls:", "tls:", "tls_config:",
 		"insecure_skip_verify:", "server_name:", "min_version:", "max_version:",
