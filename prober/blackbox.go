@@ -1,9 +1,9 @@
 package prober
 
 // What the blackbox_exporter-compatible probers (tcp, dns, icmp, grpc,
-// websocket) share: blackbox's address selection and its metrics, its TLS
-// metric set, and a dial that keeps the guard's promises while binding a
-// source address. Kept here rather than copied into each prober so the five
+// unix, websocket) share: blackbox's address selection and its metrics, its
+// TLS metric set, and a dial that keeps the guard's promises while binding a
+// source address. Kept here rather than copied into each prober so they
 // cannot drift apart on names blackbox users alert on.
 
 import (
