@@ -88,6 +88,7 @@ func FuzzBlackboxModules(f *testing.F) {
 		"prober: tcp\nhttp: {method: GET}\nunix: {}",
 		"prober: unix\nunix: {allowed_paths: [/run/*.sock], query_response: [{expect: '^(a)', labels: [{name: x, value: '${1}'}], starttls: true}], tls_config: {server_name: a.test}}",
 		"prober: unix\ntcp: {source_ip_address: nope}\nunix: {tls: true, tls_config: {insecure_skip_verify: true}}",
+		"prober: http\nhttp: {enable_http3: true, enable_http2: false, valid_http_versions: [HTTP/3.0], basic_auth: {username: u}}",
 	} {
 		f.Add(s)
 	}
@@ -113,6 +114,11 @@ func FuzzBlackboxModules(f *testing.F) {
 			if s.Inline != nil || s.BodySizeLimit <= 0 || s.selectAddr && s.ipProtocol.PreferredIPProtocol == "" ||
 				s.FailIfBodyJSONMatchesCEL != "" && s.celMatch == nil || s.FailIfBodyJSONNotMatchesCEL != "" && s.celNotMatch == nil {
 				t.Fatalf("http loaded half-validated: %+v", s)
+			}
+			if s.EnableHTTP3 && (s.HTTPClientConfig.EnableHTTP2 || s.HTTPClientConfig.BasicAuth != nil ||
+				slices.ContainsFunc(s.ValidHTTPVersions, func(v string) bool { return v != "HTTP/3.0" })) ||
+				!s.EnableHTTP3 && slices.Contains(s.ValidHTTPVersions, "HTTP/3.0") {
+				t.Fatalf("http loaded an HTTP/3 setting blackbox's rules refuse: %+v", s)
 			}
 		case *UnixSettings:
 			for _, p := range s.AllowedPaths {
