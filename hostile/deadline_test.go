@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/greybox-probe/greybox/config"
 	"github.com/greybox-probe/greybox/prober"
 )

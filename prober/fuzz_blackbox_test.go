@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // Fuzzers for the blackbox-compatible probers' inputs: targets (query

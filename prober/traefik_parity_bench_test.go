@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/greybox-probe/greybox/internal/testpeer/traefik"
 )
 

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/greybox-probe/greybox/internal/testpeer/ttyd"
 )
 
