@@ -149,7 +149,7 @@ func probeTCP(ctx context.Context, target string, module config.Module, reg *Met
 	}
 	tm := &tlsMetrics{reg: reg}
 	if s.TLS {
-		tc, err := tcpHandshake(ctx, conn, &s.TLSFiles, host, tm)
+		tc, err := tcpHandshake(ctx, conn, s, host, tm)
 		if err != nil {
 			logger.Error("TLS handshake failed", "err", err)
 			return false
@@ -160,7 +160,7 @@ func probeTCP(ctx context.Context, target string, module config.Module, reg *Met
 	return runQueryResponses(ctx, conn, s, host, tm, reg, logger)
 }
 
-func tcpHandshake(ctx context.Context, conn net.Conn, s *TLSFiles, host string, tm *tlsMetrics) (*tls.Conn, error) {
+func tcpHandshake(ctx context.Context, conn net.Conn, s *TCPSettings, host string, tm *tlsMetrics) (*tls.Conn, error) {
 	cfg, err := s.tlsConfig(ctx, host)
 	if err != nil {
 		return nil, err
@@ -173,29 +173,21 @@ func tcpHandshake(ctx context.Context, conn net.Conn, s *TLSFiles, host string, 
 	return tc, nil
 }
 
-// runQueryResponses plays a tcp module's query_response over conn.
+// runQueryResponses plays query_response over conn. One buffered reader
+// serves both expect and expect_bytes, so bytes read ahead for a line are
+// not lost to the next step (blackbox reads expect_bytes from the raw
+// connection behind its scanner's buffer, and with a single Read, so a
+// short read fails a correct answer).
 func runQueryResponses(ctx context.Context, conn net.Conn, s *TCPSettings, host string, tm *tlsMetrics, reg *Metrics, logger *slog.Logger) bool {
-	return playQueryResponses(ctx, conn, s.QueryResponse, s.expectLabels, &s.TLSFiles, host, tm, reg, logger)
-}
-
-// playQueryResponses plays query_response steps over conn, for every
-// prober that has them (tcp, unix): labels are the probe_expect_info label
-// names validateQueryResponses returned, tlsFiles and host what a starttls
-// step handshakes with. One buffered reader serves both expect and
-// expect_bytes, so bytes read ahead for a line are not lost to the next
-// step (blackbox reads expect_bytes from the raw connection behind its
-// scanner's buffer, and with a single Read, so a short read fails a
-// correct answer).
-func playQueryResponses(ctx context.Context, conn net.Conn, steps []QueryResponse, labels []string, tlsFiles *TLSFiles, host string, tm *tlsMetrics, reg *Metrics, logger *slog.Logger) bool {
 	regexFailed := gauge(reg, "probe_failed_due_to_regex", "1 if an expect regexp did not match.")
 	bytesFailed := gauge(reg, "probe_failed_due_to_bytes", "1 if expect_bytes did not match.")
 	var expectInfo *prometheus.GaugeVec
-	if len(labels) > 0 {
-		expectInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_expect_info", Help: "Values taken from the text an expect regexp matched."}, labels)
+	if len(s.expectLabels) > 0 {
+		expectInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "probe_expect_info", Help: "Values taken from the text an expect regexp matched."}, s.expectLabels)
 		reg.MustRegister(expectInfo)
 	}
 	r := bufio.NewReaderSize(conn, maxLineBytes)
-	for i, qr := range steps {
+	for i, qr := range s.QueryResponse {
 		send := qr.Send
 		if !qr.Expect.IsZero() {
 			line, match, err := expectLine(r, qr.Expect, logger)
@@ -254,7 +246,7 @@ func playQueryResponses(ctx context.Context, conn net.Conn, steps []QueryRespons
 				logger.Error("server sent data before the TLS handshake of starttls; refusing to treat it as protected", "step", i, "bytes", r.Buffered())
 				return false
 			}
-			tc, err := tcpHandshake(ctx, conn, tlsFiles, host, tm)
+			tc, err := tcpHandshake(ctx, conn, s, host, tm)
 			if err != nil {
 				logger.Error("starttls handshake failed", "step", i, "err", err)
 				return false

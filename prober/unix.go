@@ -134,9 +134,13 @@ func probeUnix(ctx context.Context, target string, module config.Module, reg *Me
 	if d, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(d)
 	}
+	// The dialogue is tcp's, run by tcp's code: these are the settings a
+	// tcp module with this query_response and TLS would have. Built per
+	// probe, from the TLS files as the loader resolved them.
+	dialogue := &TCPSettings{QueryResponse: s.QueryResponse, TLSFiles: s.TLSFiles, expectLabels: s.expectLabels}
 	tm := &tlsMetrics{reg: reg}
 	if s.TLS {
-		tc, err := tcpHandshake(ctx, conn, &s.TLSFiles, "", tm)
+		tc, err := tcpHandshake(ctx, conn, dialogue, "", tm)
 		if err != nil {
 			logger.Error("TLS handshake failed", "err", err)
 			return false
@@ -144,7 +148,7 @@ func probeUnix(ctx context.Context, target string, module config.Module, reg *Me
 		conn = tc
 	}
 	logger.Debug("connected")
-	return playQueryResponses(ctx, conn, s.QueryResponse, s.expectLabels, &s.TLSFiles, "", tm, reg, logger)
+	return runQueryResponses(ctx, conn, dialogue, "", tm, reg, logger)
 }
 
 // dialUnix connects to a socket the caller checked, within the probe's
