@@ -28,6 +28,7 @@ require (
 require (
 	github.com/andybalholm/brotli v1.3.0
 	github.com/google/cel-go v0.31.0
+	github.com/quic-go/quic-go v0.65.0
 	google.golang.org/protobuf v1.36.12
 )
 
@@ -69,6 +70,7 @@ require (
 	github.com/mwitkow/go-conntrack v0.0.0-20190716064945-2f068394615f // indirect
 	github.com/pmezard/go-difflib v1.0.1-0.20181226105442-5d4384ee4fb2 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
+	github.com/quic-go/qpack v0.6.0 // indirect
 	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
 	github.com/xhit/go-str2duration/v2 v2.1.0 // indirect

@@ -73,14 +73,10 @@ type ignoredSection struct {
 	line int
 }
 
-// blackboxOnlySections are blackbox prober sections greybox has no prober
-// for; a module may still carry them, as in blackbox.
-var blackboxOnlySections = []string{"unix"}
-
+// isProberSection: key is a registered prober's section (greybox has a
+// prober for each of blackbox's, so a blackbox module's leftovers are all
+// known sections).
 func isProberSection(key string) bool {
-	if slices.Contains(blackboxOnlySections, key) {
-		return true
-	}
 	_, ok := newSettings(key)
 	return ok
 }

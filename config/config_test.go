@@ -151,14 +151,19 @@ func TestThirdPartyValidationErrorsGetALine(t *testing.T) {
 // blackbox accepts, and ignores, other probers' sections in a module
 // (an http: block left in a tcp module); so does greybox, saying so.
 func TestOtherProberSectionIgnored(t *testing.T) {
-	yml := "modules:\n  a:\n    prober: tcp\n    http:\n      no_such_key: 1\n    unix: {}\n    tcp: {preferred_ip_protocol: ip4}\n  b: {prober: http}\n"
+	// The unix section would not load in a unix module (a relative
+	// allowed_paths entry); in a tcp module it is not decoded at all. And
+	// the other way round: a unix module ignores a tcp section.
+	yml := "modules:\n  a:\n    prober: tcp\n    http:\n      no_such_key: 1\n    unix: {allowed_paths: [relative.sock]}\n    tcp: {preferred_ip_protocol: ip4}\n  b: {prober: http}\n" +
+		"  u:\n    prober: unix\n    tcp: {preferred_ip_protocol: ipv9}\n    unix: {allowed_paths: [/run/u.sock]}\n"
 	cfg, err := config.Parse([]byte(yml), "t.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{
 		`t.yml:4: module "a": http section ignored: a tcp module uses only its tcp section`,
-		`t.yml:6: module "a": unix section ignored`,
+		`t.yml:6: module "a": unix section ignored: a tcp module uses only its tcp section`,
+		`t.yml:11: module "u": tcp section ignored: a unix module uses only its unix section`,
 	}
 	if len(cfg.Warnings) != len(want) {
 		t.Fatalf("warnings %q, want %d", cfg.Warnings, len(want))
@@ -168,7 +173,10 @@ func TestOtherProberSectionIgnored(t *testing.T) {
 			t.Errorf("warning %q does not contain %q", cfg.Warnings[i], w)
 		}
 	}
-	if strings.Contains(cfg.Modules["a"].YAML(), "http") {
-		t.Errorf("ignored section rendered:\n%s", cfg.Modules["a"].YAML())
+	if y := cfg.Modules["a"].YAML(); strings.Contains(y, "http") || strings.Contains(y, "relative.sock") {
+		t.Errorf("ignored section rendered:\n%s", y)
+	}
+	if y := cfg.Modules["u"].YAML(); strings.Contains(y, "ipv9") || !strings.Contains(y, "/run/u.sock") {
+		t.Errorf("unix module rendered:\n%s", y)
 	}
 }

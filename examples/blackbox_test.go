@@ -10,7 +10,7 @@ import (
 )
 
 // examples/blackbox.yml is a blackbox_exporter file for the http, tcp, dns,
-// icmp, grpc and websocket probers: it loads as greybox --config.check loads it,
+// icmp, grpc, unix and websocket probers: it loads as greybox --config.check loads it,
 // and it uses every option blackbox documents for them, so an option greybox
 // stopped accepting fails here.
 func TestBlackboxConfigLoads(t *testing.T) {
@@ -30,7 +30,7 @@ func TestBlackboxConfigLoads(t *testing.T) {
 	for _, m := range cfg.Modules {
 		probers[m.Prober] = true
 	}
-	for _, p := range []string{"http", "tcp", "dns", "icmp", "grpc", "websocket"} {
+	for _, p := range []string{"http", "tcp", "dns", "icmp", "grpc", "unix", "websocket"} {
 		if !probers[p] {
 			t.Errorf("no %s module", p)
 		}
@@ -44,7 +44,7 @@ func TestBlackboxConfigLoads(t *testing.T) {
 		"fail_if_body_not_matches_regexp:", "fail_if_header_matches:", "fail_if_header_not_matches:",
 		"header:", "regexp:", "allow_missing:", "basic_auth:", "authorization:", "proxy_url:",
 		"no_proxy:", "proxy_from_environment:", "proxy_connect_header:",
-		"skip_resolve_phase_with_proxy:", "enable_http2:", "body:", "body_file:",
+		"skip_resolve_phase_with_proxy:", "enable_http2:", "enable_http3:", "body:", "body_file:",
 		"preferred_ip_protocol:", "ip_protocol_fallback:", "source_ip_address:", "query_response:",
 		"expect:", "expect_bytes:", "labels:", "send:", "starttls:", "tls:", "tls_config:",
 		"insecure_skip_verify:", "server_name:", "min_version:", "max_version:",

@@ -1,9 +1,9 @@
 package prober
 
 // What the blackbox_exporter-compatible probers (tcp, dns, icmp, grpc,
-// websocket) share: blackbox's address selection and its metrics, its TLS
-// metric set, and a dial that keeps the guard's promises while binding a
-// source address. Kept here rather than copied into each prober so the five
+// unix, websocket) share: blackbox's address selection and its metrics, its
+// TLS metric set, and a dial that keeps the guard's promises while binding a
+// source address. Kept here rather than copied into each prober so they
 // cannot drift apart on names blackbox users alert on.
 
 import (
@@ -74,6 +74,18 @@ func chooseAddr(ctx context.Context, g *Guard, host string, p IPProtocol, reg *M
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("resolving %q: %w", host, err)
 	}
+	chosen, err := pickAddr(host, addrs, p)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	m.set(chosen)
+	logger.Debug("resolved target address", "host", host, "ip", chosen.String())
+	return chosen, nil
+}
+
+// pickAddr is blackbox's choice among host's addresses: the first of the
+// preferred family, else with ip_protocol_fallback the first of the other.
+func pickAddr(host string, addrs []netip.Addr, p IPProtocol) (netip.Addr, error) {
 	want6 := p.PreferredIPProtocol != "ip4"
 	var chosen, fallback netip.Addr
 	for _, a := range addrs {
@@ -91,8 +103,6 @@ func chooseAddr(ctx context.Context, g *Guard, host string, p IPProtocol, reg *M
 		}
 		chosen = fallback
 	}
-	m.set(chosen)
-	logger.Debug("resolved target address", "host", host, "ip", chosen.String())
 	return chosen, nil
 }
 

@@ -340,8 +340,8 @@ func TestHTTPConfigErrors(t *testing.T) {
 	}
 	for _, c := range []struct{ yml, want string }{
 		{"http: {valid_http_versions: [HTTP/2]}", `valid_http_versions: "HTTP/2" is not one of HTTP/1.0, HTTP/1.1, HTTP/2.0`},
-		{"http: {valid_http_versions: [HTTP/3.0]}", `"HTTP/3.0" is not one of`},
-		{"http: {enable_http3: true}", "enable_http3: greybox does not speak HTTP/3"},
+		{"http: {valid_http_versions: [HTTP/3.0]}", "valid_http_versions: HTTP/3.0 needs enable_http3: true"},
+		{"http: {enable_http3: true}", "enable_http3: enable_http2 must be set to false"},
 		{"http: {fail_if_header_matches: [{regexp: x}]}", "fail_if_header_matches[0]: header must be set"},
 		{"http: {fail_if_header_not_matches: [{header: X}]}", "fail_if_header_not_matches[0]: regexp must be set"},
 		{"http: {fail_if_header_matches: [{header: X, regexp: '('}]}", "invalid regular expression"},

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,9 +24,11 @@ func FuzzBlackboxTargets(f *testing.F) {
 		"127.0.0.1:22", "[::1]:53", "::1", "localhost", "example.com:99999", "http://u:p@h:1/",
 		"https://grpc.example:443", "ws://127.0.0.1/x?token=1", "wss://[::1]:8443/", "h:0", "h:+1",
 		"[", "]:1", "a b:1", "host\n:1", "%zz", "ws://", "http://[::1", "1.2.3.4:080",
+		"/run/a.sock", "/run/../etc/a.sock", "/run/a\x00.sock", "@abstract", "run/a.sock", "/run//a.sock", "/var/run/app.sock",
 	} {
 		f.Add(s)
 	}
+	unix := &UnixSettings{AllowedPaths: []string{"/run/*.sock", "/var/run/app.sock"}}
 	f.Fuzz(func(t *testing.T, target string) {
 		check := func(what, host, port string, err error) {
 			if err != nil {
@@ -53,6 +57,16 @@ func FuzzBlackboxTargets(f *testing.F) {
 		} else {
 			check("websocketTarget", "", "", err)
 		}
+		// A socket path is dialled only if it and what it resolves to
+		// are absolute, clean, short enough and in allowed_paths.
+		if path, err := allowedSocket(target, unix); err != nil {
+			if _, ok := err.(*TargetError); !ok {
+				t.Fatalf("allowedSocket(%q): error %T %v, want a TargetError", target, err, err)
+			}
+		} else if !filepath.IsAbs(path) || filepath.Clean(path) != path || strings.ContainsRune(path, 0) ||
+			len(target) > maxUnixPath || !pathAllowed(unix.AllowedPaths, target) || !pathAllowed(unix.AllowedPaths, path) {
+			t.Fatalf("allowedSocket(%q) accepted, dialling %q", target, path)
+		}
 	})
 }
 
@@ -71,6 +85,9 @@ func FuzzBlackboxModules(f *testing.F) {
 		"prober: http\nhttp: {tls_config: {insecure_skip_verify: true}, fail_if_header_matches: [{header: X, regexp: a}], valid_http_versions: [HTTP/2.0]}",
 		"prober: http\nhttp: {ip_protocol_fallback: false, skip_resolve_phase_with_proxy: true, proxy_url: 'http://127.0.0.1:1'}",
 		"prober: tcp\nhttp: {method: GET}\nunix: {}",
+		"prober: unix\nunix: {allowed_paths: [/run/*.sock], query_response: [{expect: '^(a)', labels: [{name: x, value: '${1}'}], starttls: true}], tls_config: {server_name: a.test}}",
+		"prober: unix\ntcp: {source_ip_address: nope}\nunix: {tls: true, tls_config: {insecure_skip_verify: true}}",
+		"prober: http\nhttp: {enable_http3: true, enable_http2: false, valid_http_versions: [HTTP/3.0], basic_auth: {username: u}}",
 	} {
 		f.Add(s)
 	}
@@ -96,6 +113,21 @@ func FuzzBlackboxModules(f *testing.F) {
 			if s.Inline != nil || s.BodySizeLimit <= 0 || s.selectAddr && s.ipProtocol.PreferredIPProtocol == "" ||
 				s.FailIfBodyJSONMatchesCEL != "" && s.celMatch == nil || s.FailIfBodyJSONNotMatchesCEL != "" && s.celNotMatch == nil {
 				t.Fatalf("http loaded half-validated: %+v", s)
+			}
+			if s.EnableHTTP3 && (s.HTTPClientConfig.EnableHTTP2 || s.HTTPClientConfig.BasicAuth != nil ||
+				slices.ContainsFunc(s.ValidHTTPVersions, func(v string) bool { return v != "HTTP/3.0" })) ||
+				!s.EnableHTTP3 && slices.Contains(s.ValidHTTPVersions, "HTTP/3.0") {
+				t.Fatalf("http loaded an HTTP/3 setting blackbox's rules refuse: %+v", s)
+			}
+		case *UnixSettings:
+			for _, p := range s.AllowedPaths {
+				if _, err := filepath.Match(p, ""); err != nil || !filepath.IsAbs(p) || filepath.Clean(p) != p {
+					t.Fatalf("unix loaded with allowed_paths entry %q", p)
+				}
+			}
+			starttls := slices.ContainsFunc(s.QueryResponse, func(qr QueryResponse) bool { return qr.StartTLS })
+			if (s.TLS || starttls) && s.TLSConfig.ServerName == "" && !s.TLSConfig.InsecureSkipVerify {
+				t.Fatalf("unix loaded TLS with no name to verify: %+v", s)
 			}
 		case *WebsocketSettings:
 			if s.ReadLimit <= 0 {

@@ -119,11 +119,11 @@ func (s *HTTPSettings) Validate() error {
 			return fmt.Errorf("valid_status_codes: %d is not an HTTP status code", c)
 		}
 	}
-	if s.EnableHTTP3 {
-		return errors.New("enable_http3: greybox does not speak HTTP/3 (QUIC); remove the key or use HTTP/2")
+	if err := s.validateHTTP3(); err != nil {
+		return err
 	}
 	for _, v := range s.ValidHTTPVersions {
-		if !slices.Contains(validHTTPVersions, v) {
+		if !slices.Contains(validHTTPVersions, v) && !(s.EnableHTTP3 && v == "HTTP/3.0") {
 			return fmt.Errorf("valid_http_versions: %q is not one of %s", v, strings.Join(validHTTPVersions, ", "))
 		}
 	}
@@ -354,6 +354,11 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *Me
 		logger.Error("invalid target", "err", err)
 		return false
 	}
+	if s.EnableHTTP3 && u.Scheme == "http" {
+		// As blackbox: HTTP/3 is over TLS only.
+		logger.Warn("enable_http3: probing the http:// target over https://", "url", u.Redacted())
+		u.Scheme = "https"
+	}
 	dial := env.Guard.DialContext
 	if s.selectAddr {
 		if dial, err = s.addressDial(ctx, u.Hostname(), reg, logger, env.Guard); err != nil {
@@ -366,6 +371,14 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *Me
 	if err != nil {
 		logger.Error("building HTTP client failed", "err", err)
 		return false
+	}
+	if s.EnableHTTP3 {
+		closeH3, err := s.useHTTP3(ctx, client, env)
+		if err != nil {
+			logger.Error("building HTTP/3 client failed", "err", err)
+			return false
+		}
+		defer closeH3()
 	}
 	if client.CheckRedirect == nil {
 		client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
