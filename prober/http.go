@@ -336,7 +336,7 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *Me
 		truncated     = gauge(reg, "probe_http_body_truncated", "1 if the body was larger than body_size_limit.")
 		redirects     = gauge(reg, "probe_http_redirects", "Number of redirects followed.")
 		isSSL         = gauge(reg, "probe_http_ssl", "1 if the final response came over TLS.")
-		version       = gauge(reg, "probe_http_version", "HTTP version of the response (1.1, 2).")
+		version       = gauge(reg, "probe_http_version", "HTTP version of the response (1.1, 2, 3).")
 		regexFailed   = gauge(reg, "probe_failed_due_to_regex", "1 if a body or header regexp check failed.")
 		phases        = newGaugeVec("probe_http_duration_seconds", "Duration of each phase of the HTTP request, in seconds.", "phase")
 		celFailed     prometheus.Gauge
