@@ -258,7 +258,6 @@ func (st *scanState) final(rest []byte) {
 // region handles complete lines; with last, the final line may lack its newline.
 func (st *scanState) region(r []byte, last bool) {
 	st.init(r)
-	st.res.Lines += int64(bytes.Count(r, []byte{'\n'}))
 	if last && r[len(r)-1] != '\n' {
 		st.res.Lines++
 	}
@@ -266,6 +265,8 @@ func (st *scanState) region(r []byte, last bool) {
 		end := bytes.IndexByte(r, '\n')
 		if end < 0 {
 			end = len(r)
+		} else {
+			st.res.Lines++
 		}
 		if !st.longMatched {
 			for i, m := range st.s.matchers {
@@ -283,6 +284,7 @@ func (st *scanState) region(r []byte, last bool) {
 		r = r[end+1:]
 	}
 	if st.s.everyLine {
+		st.res.Lines += int64(bytes.Count(r, []byte{'\n'}))
 		st.eachLine(r)
 		return
 	}
@@ -320,11 +322,14 @@ func (st *scanState) eachLine(r []byte) {
 
 // merge searches the region for each pattern's literal and visits hits in
 // order, like a k-way merge: a hit's line is counted once (a regexp is
-// confirmed on the line), then every pattern resumes after that line.
+// confirmed on the line), then every pattern resumes after that line. It
+// also counts the region's lines: the first pattern's search counts the
+// newlines it passes (indexAt), the rest are counted at the end.
 func (st *scanState) merge(r []byte) {
 	next := st.next
+	var lc lineCount
 	for i := range st.s.matchers {
-		next[i] = st.finders[i].index(r)
+		next[i] = st.finders[i].indexAt(r, 0, lc.forFinder(i))
 	}
 	for {
 		at := -1
@@ -334,7 +339,7 @@ func (st *scanState) merge(r []byte) {
 			}
 		}
 		if at < 0 {
-			return
+			break
 		}
 		start := bytes.LastIndexByte(r[:at], '\n') + 1
 		end := bytes.IndexByte(r[at:], '\n')
@@ -355,10 +360,8 @@ func (st *scanState) merge(r []byte) {
 			// The whole line was decided for this pattern: resume after it.
 			if end+1 >= len(r) {
 				next[i] = -1
-			} else if j := st.finders[i].index(r[end+1:]); j >= 0 {
-				next[i] = end + 1 + j
 			} else {
-				next[i] = -1
+				next[i] = st.finders[i].indexAt(r, end+1, lc.forFinder(i))
 			}
 		}
 		if matched {
@@ -366,6 +369,23 @@ func (st *scanState) merge(r []byte) {
 			st.sample(line)
 		}
 	}
+	st.res.Lines += lc.n + int64(bytes.Count(r[lc.done:], []byte{'\n'}))
+}
+
+// lineCount is the newlines of a region counted so far: n of them, in
+// r[:done].
+type lineCount struct {
+	done int
+	n    int64
+}
+
+// forFinder gives the first pattern's search the count: its searches move
+// forward through the region, which the count needs.
+func (lc *lineCount) forFinder(i int) *lineCount {
+	if i == 0 {
+		return lc
+	}
+	return nil
 }
 
 // finder searches for one literal. Rather than the literal's first byte it
@@ -512,6 +532,50 @@ func (l *Lines) End() bool {
 	m := l.long && l.matched
 	l.long, l.matched, l.carry = false, false, l.carry[:0]
 	return m
+}
+
+// indexAt is index(r[from:]) as a position in r (or -1). With lc, the
+// vector pair search also counts the newlines it passes into lc, which
+// must not run ahead of from (lc.done <= from); other searches leave it.
+func (f *finder) indexAt(r []byte, from int, lc *lineCount) int {
+	if lc == nil || len(f.pat) < 2 || f.useIndex || !hasPair || lc.done > from {
+		if j := f.index(r[from:]); j >= 0 {
+			return from + j
+		}
+		return -1
+	}
+	n := len(f.pat)
+	a, b := f.o1, f.o2
+	if a > b {
+		a, b = b, a
+	}
+	ba, bb, d := f.pat[a], f.pat[b], b-a
+	last := len(r) - n // last possible start
+	for i := from; i <= last; {
+		lo := i + a // t[p] is the pattern's byte a for a start at i+p
+		t := r[lo : last+b+1]
+		// lc.done <= lo: the last search stopped counting at or before
+		// its hit's byte a, and i is past that hit.
+		lc.n += int64(bytes.Count(r[lc.done:lo], []byte{'\n'}))
+		j, nl := indexPairCount(t, ba, bb, d)
+		lc.n += int64(nl)
+		if j < 0 {
+			k := -j - 1
+			lc.done = lo + k
+			for p := k; p+d < len(t); p++ {
+				if t[p] == ba && t[p+d] == bb && bytes.Equal(r[i+p:i+p+n], f.pat) {
+					return i + p
+				}
+			}
+			return -1
+		}
+		lc.done = lo + j&^31
+		if bytes.Equal(r[i+j:i+j+n], f.pat) {
+			return i + j
+		}
+		i += j + 1
+	}
+	return -1
 }
 
 // pairIndex is index with the CPU testing the two rarest bytes at their

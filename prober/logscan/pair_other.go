@@ -7,3 +7,7 @@ const hasPair = false
 func indexPair(s []byte, b1, b2 byte, d int) int {
 	panic("logscan: no pair search on this architecture")
 }
+
+func indexPairCount(s []byte, b1, b2 byte, d int) (pos, nl int) {
+	panic("logscan: no pair search on this architecture")
+}
