@@ -79,6 +79,8 @@ func FuzzScanLongLines(f *testing.F) {
 	f.Add("\u00e9t\u00e9", "", []byte("\xff\xfe\u00e9t\u00e9\x00\n"), uint32(7), uint32(BufferSize-2), byte(0xc3), "\u00e9t\u00e9")
 	f.Add(`x*`, "", []byte(""), uint32(0), uint32(0), byte('x'), "")
 	f.Add(`[^\n]+`, "", []byte("\n\n"), uint32(0), uint32(0), byte('q'), "")
+	f.Add("failed to stream flows", "", []byte("a\nb"), uint32(readSize-BufferSize+64), uint32(readSize-7), byte('f'), "failed to stream flows")
+	f.Add("flows", `stream.*goldmane`, []byte("x\n"), uint32(2*readSize-BufferSize+70), uint32(2*readSize-2), byte('s'), "streamflows goldmane")
 
 	f.Fuzz(func(t *testing.T, p1, p2 string, log []byte, long, pos uint32, fill byte, needle string) {
 		patterns := []string{p1}
@@ -94,9 +96,10 @@ func FuzzScanLongLines(f *testing.F) {
 			t.Fatalf("New accepted %q, which does not compile", patterns)
 		}
 		if long > 0 {
-			// A line of BufferSize-64 .. 3*BufferSize bytes in the middle
-			// of the log, with the needle at pos.
-			n := BufferSize - 64 + int(long%(2*BufferSize+64))
+			// A line of BufferSize-64 .. BufferSize+3*readSize bytes in
+			// the middle of the log (across the regexp bound and Scan's
+			// read boundaries), with the needle at pos.
+			n := BufferSize - 64 + int(long%(3*readSize+64))
 			if fill == '\n' {
 				fill = 'x'
 			}

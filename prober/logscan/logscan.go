@@ -17,11 +17,16 @@ import (
 	"unicode/utf8"
 )
 
-// BufferSize is the scanner's read buffer and so its memory bound per
-// stream. It is also the regexp bound: a regular expression sees at most the
-// first BufferSize bytes of a line. Literal patterns are found
-// anywhere in a line of any length.
+// BufferSize is the regexp bound: a regular expression sees at most the
+// first BufferSize bytes of a line. Literal patterns are found anywhere in a
+// line of any length. (Callers size their line buffers by it.)
 const BufferSize = 256 << 10
+
+// readSize is Scan's buffer and so its memory bound per stream. Reads this
+// large cost the kernel less per byte than BufferSize ones: reading 1 GB
+// from the page cache took 0.103 s of system CPU with 256 KiB reads and
+// 0.076 s with 1 MiB ones (dd to /dev/null), more than the search itself.
+const readSize = 1 << 20
 
 // maxLiteral keeps a long line's carried tail far below the buffer size.
 const maxLiteral = 4096
@@ -146,7 +151,7 @@ func requiredLiteral(re *syntax.Regexp) string {
 // The result is valid even with an error: it covers what was read.
 func (s *Scanner) Scan(r io.Reader, maxSamples int) (Result, error) {
 	st := scanState{s: s, maxSamples: maxSamples}
-	buf := make([]byte, BufferSize)
+	buf := make([]byte, readSize)
 	n := 0
 	for {
 		m, err := io.ReadFull(r, buf[n:])
@@ -205,6 +210,9 @@ func (st *scanState) init(sample []byte) {
 	}
 }
 
+// head is what a regexp sees of a line: its first BufferSize bytes.
+func head(line []byte) []byte { return line[:min(len(line), BufferSize)] }
+
 func (st *scanState) sample(line []byte) {
 	if len(st.res.Samples) >= st.maxSamples {
 		return
@@ -231,8 +239,8 @@ func (st *scanState) longChunk(chunk []byte) {
 		case m.re == nil:
 			ok = st.finders[i].index(chunk) >= 0
 		case first:
-			// The documented bound: a regexp sees the line's first buffer.
-			ok = m.re.Match(chunk)
+			// The documented bound: a regexp sees the line's first BufferSize bytes.
+			ok = m.re.Match(head(chunk))
 		}
 		if ok {
 			st.longMatched = true
@@ -303,7 +311,7 @@ func (st *scanState) eachLine(r []byte) {
 		for i, m := range st.s.matchers {
 			var ok bool
 			if m.re != nil {
-				ok = m.re.Match(line)
+				ok = m.re.Match(head(line))
 			} else {
 				ok = st.finders[i].index(line) >= 0
 			}
@@ -354,7 +362,7 @@ func (st *scanState) merge(r []byte) {
 			if next[i] < 0 || next[i] >= end {
 				continue
 			}
-			if !matched && (m.re == nil || m.re.Match(line)) {
+			if !matched && (m.re == nil || m.re.Match(head(line))) {
 				matched = true
 			}
 			// The whole line was decided for this pattern: resume after it.

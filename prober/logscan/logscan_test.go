@@ -223,6 +223,8 @@ func TestLogScannerTenMegabyteLine(t *testing.T) {
 		// Straddles the first chunk boundary: kept by the carried tail.
 		{"literal across chunk boundary", []string{lit}, map[int]string{BufferSize - 5: lit}, 1},
 		{"literal across later boundary", []string{"zz", lit}, map[int]string{7*BufferSize - 11: lit}, 1},
+		{"literal across the read boundary", []string{lit}, map[int]string{readSize - 5: lit}, 1},
+		{"literal across a later read boundary", []string{"zz", lit}, map[int]string{7*readSize - 11: lit}, 1},
 		{"literal near the end", []string{lit}, map[int]string{size - 2 - len(lit): lit}, 1},
 		{"two hits count once", []string{lit}, map[int]string{100: lit, 5 << 20: lit}, 1},
 		{"regexp in the first buffer", []string{`stream.*flows`}, map[int]string{1000: lit}, 1},
@@ -254,7 +256,7 @@ func TestLogScannerTenMegabyteLine(t *testing.T) {
 			if got.Matched != tc.want || got.Lines != wantLines || got.Bytes != size {
 				t.Errorf("got matched=%d lines=%d bytes=%d, want %d %d %d", got.Matched, got.Lines, got.Bytes, tc.want, wantLines, size)
 			}
-			// The buffer is 256 KiB; a scanner that held the line would allocate ≥ 10 MiB.
+			// The buffer is 1 MiB; a scanner that held the line would allocate ≥ 10 MiB.
 			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 2<<20 {
 				t.Errorf("allocated %d bytes scanning a 10 MiB line; want < 2 MiB", alloc)
 			}
