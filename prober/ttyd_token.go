@@ -126,12 +126,23 @@ func ttydBaseURL(target string) (*url.URL, error) {
 }
 
 // fetchTTYDToken does GET <base>/token with the module's client settings.
-func fetchTTYDToken(ctx context.Context, base *url.URL, hc config.HTTPClientConfig, headers map[string]string, limit config.Bytes, logger *slog.Logger, env Env) (*ttydTokenResult, error) {
-	client, err := NewHTTPClient(ctx, hc, env, "ttyd_token", false)
+// With keep, the request keeps its connection open for keep.take.
+func fetchTTYDToken(ctx context.Context, base *url.URL, hc config.HTTPClientConfig, headers map[string]string, limit config.Bytes, logger *slog.Logger, env Env, keep *ttydKeep) (*ttydTokenResult, error) {
+	var (
+		client *http.Client
+		err    error
+	)
+	if keep != nil {
+		client, err = newHTTPClient(ctx, hc, env, "ttyd_token", true, keep.dial)
+	} else {
+		client, err = NewHTTPClient(ctx, hc, env, "ttyd_token", false)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("building HTTP client: %w", err)
 	}
-	defer client.CloseIdleConnections()
+	if keep == nil {
+		defer client.CloseIdleConnections()
+	}
 	tokenURL := base.JoinPath("token")
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, tokenURL.String(), nil)
 	if err != nil {
@@ -223,7 +234,7 @@ func probeTTYDToken(ctx context.Context, target string, module config.Module, re
 	durationG := newGauge("probe_ttyd_token_duration_seconds", "Time of the /token request, headers and body.")
 	reg.MustRegister(statusG, receivedG, durationG)
 
-	res, err := fetchTTYDToken(ctx, base, s.HTTPClientConfig, s.Headers, s.BodySizeLimit, logger, env)
+	res, err := fetchTTYDToken(ctx, base, s.HTTPClientConfig, s.Headers, s.BodySizeLimit, logger, env, nil)
 	if res != nil {
 		durationG.Set(res.Duration.Seconds())
 		statusG.Set(float64(res.StatusCode))

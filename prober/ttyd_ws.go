@@ -301,9 +301,23 @@ func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *
 	}
 
 	// 1. The token, as the browser fetches it.
-	var token string
+	var (
+		token string
+		kept  net.Conn // the token request's connection, for the upgrade
+	)
 	if s.FetchToken {
-		res, err := fetchTTYDToken(ctx, base, s.HTTPClientConfig, s.Headers, DefaultTTYDBodySizeLimit, logger, env)
+		var keep *ttydKeep
+		if base.Scheme == "http" && s.proxy == nil {
+			keep = &ttydKeep{g: env.Guard}
+		}
+		res, err := fetchTTYDToken(ctx, base, s.HTTPClientConfig, s.Headers, DefaultTTYDBodySizeLimit, logger, env, keep)
+		if keep != nil {
+			if err == nil && res.Received {
+				kept = keep.take(ctx)
+			} else {
+				keep.discard()
+			}
+		}
 		if res != nil {
 			phases.WithLabelValues("token").Set(res.Duration.Seconds())
 		}
@@ -341,8 +355,18 @@ func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *
 	}
 	// The guard dials (and closes at the deadline) every connection,
 	// the proxy's included; the destination behind a proxy is checked here.
+	dial := env.Guard.DialContext
+	if kept != nil {
+		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if c := kept; c != nil {
+				kept = nil
+				return c, nil
+			}
+			return env.Guard.DialContext(ctx, network, addr)
+		}
+	}
 	dialer := &websocket.Dialer{
-		NetDialContext:  env.Guard.DialContext,
+		NetDialContext:  dial,
 		TLSClientConfig: tlsConfig,
 		Proxy:           s.proxy,
 		Subprotocols:    []string{"tty"},
@@ -358,7 +382,14 @@ func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *
 	// without a size bound; the guard's connections give it one. TLS
 	// handshakes on the way count too, hence the room above the headers.
 	unlimit := env.Guard.LimitHeaders(4*MaxResponseHeaderBytes + headerReadAhead)
+	reused := kept != nil
 	conn, resp, err := dialer.DialContext(ctx, wsURL.String(), header)
+	if err != nil && resp == nil && reused && ctx.Err() == nil {
+		// The server may have closed the token request's connection as
+		// the upgrade went out; a fresh one tells that from a refusal.
+		logger.Debug("upgrade on the token request's connection got no answer; trying a fresh connection", "err", err)
+		conn, resp, err = dialer.DialContext(ctx, wsURL.String(), header)
+	}
 	unlimit()
 	phases.WithLabelValues("handshake").Set(time.Since(start).Seconds())
 	statusG := g("probe_ttyd_ws_handshake_status_code", "HTTP status of the upgrade (0 = no HTTP answer).")

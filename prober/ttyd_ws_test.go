@@ -3,7 +3,11 @@ package prober
 import (
 	"context"
 	"encoding/pem"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -354,5 +358,78 @@ func TestTTYDWSCancel(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("cancelled probe returned after %v", d)
+	}
+}
+
+// guardDials is how many connections the probe's guard dialled.
+func guardDials(g *Guard) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.conns)
+}
+
+// Over plain HTTP the token request's connection carries the upgrade too,
+// as a browser's may: one connection per probe, not two.
+func TestTTYDWSOneConnection(t *testing.T) {
+	srv := ttyd.NewServer(ttyd.Options{Credential: ttydCred})
+	defer srv.Close()
+	m := testModule(t, "prober: ttyd_ws\ntimeout: 5s\nttyd_ws:\n  http_client_config:\n    basic_auth: {username: probe, password: hunter2-not-real}\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	g := NewGuard(ctx, m.AllowedTargets)
+	r := runProbeDirect(t, probeTTYDWS, srv.URL, m, Env{Guard: g})
+	if !r.ok {
+		t.Fatalf("probe failed:\n%s", r.logs)
+	}
+	if s := nextSession(t, srv); s.AuthToken != srv.Token() || !s.CloseReceived {
+		t.Errorf("session %+v: want the token and a clean close", s)
+	}
+	if n := guardDials(g); n != 1 {
+		t.Errorf("%d connections dialled, want 1\n%s", n, r.logs)
+	}
+}
+
+// A server that closes the token request's connection (at once, or just
+// after its answer) still gets its session, on a fresh connection.
+func TestTTYDWSTokenConnectionClosed(t *testing.T) {
+	srv := ttyd.NewServer(ttyd.Options{})
+	defer srv.Close()
+	backend, _ := url.Parse(srv.URL)
+	for _, tc := range []struct {
+		name  string
+		token func(w http.ResponseWriter)
+	}{
+		{"Connection: close", func(w http.ResponseWriter) {
+			w.Header().Set("Connection", "close")
+			w.Header().Set("Content-Type", "application/json;charset=utf-8")
+			_, _ = io.WriteString(w, `{"token": ""}`)
+		}},
+		{"closed after a keep-alive answer", func(w http.ResponseWriter) {
+			c, buf, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				return
+			}
+			_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json;charset=utf-8\r\nContent-Length: 13\r\n\r\n{\"token\": \"\"}")
+			_ = buf.Flush()
+			_ = c.Close()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			proxy := httputil.NewSingleHostReverseProxy(backend)
+			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/token" {
+					tc.token(w)
+					return
+				}
+				proxy.ServeHTTP(w, r)
+			}))
+			defer front.Close()
+			m := testModule(t, "prober: ttyd_ws\ntimeout: 5s")
+			r := runProbeDirect(t, probeTTYDWS, front.URL, m, Env{})
+			if !r.ok {
+				t.Fatalf("probe failed:\n%s", r.logs)
+			}
+			nextSession(t, srv)
+		})
 	}
 }

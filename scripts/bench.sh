@@ -4,7 +4,8 @@
 # target, one GET on a fresh connection, three metric lines — the least a
 # probe server can do), side by side on the same local target, then the
 # other sections: k8s_log_errors reads (bench/k8slog.sh), log scanning
-# (bench/logscan.sh), traefik_parity (bench/parity.sh), allocations per
+# (bench/logscan.sh), traefik_parity (bench/parity.sh), ttyd_ws against
+# blackbox HEAD's websocket prober (bench/ttyd.sh, BLACKBOX_HEAD), allocations per
 # probe (bench/allocs.sh) and a profile check (bench/profile.sh). Writes
 # BENCHMARKS.md at the repository root, goals first.
 #
@@ -246,7 +247,7 @@ printf '(6) loadgen: 503 answers in all http runs (a run with any fails)\t0\t%s\
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 
 : >"$tmp/sections.md"
-for extra in bench/k8slog.sh bench/logscan.sh bench/parity.sh bench/allocs.sh; do
+for extra in bench/k8slog.sh bench/logscan.sh bench/parity.sh bench/ttyd.sh bench/allocs.sh; do
 	if [[ -n "${BENCH_ONLY_HTTP:-}" ]]; then
 		log "skipping $extra (BENCH_ONLY_HTTP)"
 	elif [[ -x "$root/$extra" ]]; then
