@@ -91,3 +91,55 @@ func TestIndexAtCountsNewlines(t *testing.T) {
 		}
 	}
 }
+
+// indexPairCount keeps its contract: the first pair, or how far it tested
+// (all but a tail shorter than a block), and the newlines before the hit's
+// 32-byte block or in what it tested.
+func TestIndexPairCountContract(t *testing.T) {
+	if !hasPair {
+		t.Skip("no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	alphabet := []byte("ab\nc")
+	for range 50000 {
+		s := make([]byte, rng.IntN(600))
+		for i := range s {
+			s[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		b1, b2 := alphabet[rng.IntN(len(alphabet))], alphabet[rng.IntN(len(alphabet))]
+		if rng.IntN(3) == 0 {
+			b1, b2 = 'z', 'y' // mostly no hit: the whole loop and its tail
+			if len(s) > 20 && rng.IntN(2) == 0 {
+				p := rng.IntN(len(s) - 10)
+				s[p], s[p+5] = 'z', 'y'
+			}
+		}
+		d := rng.IntN(12)
+		if d > len(s) {
+			continue
+		}
+		pos, nl := indexPairCount(s, b1, b2, d)
+		first := -1
+		for i := 0; i+d < len(s); i++ {
+			if s[i] == b1 && s[i+d] == b2 {
+				first = i
+				break
+			}
+		}
+		var q int
+		if pos >= 0 {
+			if pos != first {
+				t.Fatalf("indexPairCount(%q, %q, %q, %d) = %d, want %d", s, b1, b2, d, pos, first)
+			}
+			q = pos &^ 31
+		} else {
+			q = -pos - 1
+			if q%32 != 0 || q+32+d <= len(s) || (first >= 0 && first < q) {
+				t.Fatalf("indexPairCount(%q, %q, %q, %d): tested %d (first pair %d)", s, b1, b2, d, q, first)
+			}
+		}
+		if want := bytes.Count(s[:q], []byte{'\n'}); nl != want {
+			t.Fatalf("indexPairCount(%q, %q, %q, %d) = %d: %d newlines before %d, want %d", s, b1, b2, d, pos, nl, q, want)
+		}
+	}
+}
