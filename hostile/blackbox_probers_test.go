@@ -68,3 +68,55 @@ modules:
 		t.Errorf("/config shows no redacted value:\n%s", cfg)
 	}
 }
+
+// HTTP/3 through the whole server: a UDP peer that never answers is a
+// failed probe answered in time, an address outside allowed_targets is
+// refused before any datagram is sent, and the inline TLS key stays out
+// of every output.
+func TestHTTP3SilenceAllowlistAndSecrets(t *testing.T) {
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	yml := `
+modules:
+  h3:
+    prober: http
+    timeout: 500ms
+    allowed_targets: [127.0.0.1]
+    http: {enable_http3: true, enable_http2: false, valid_http_versions: [HTTP/3.0]}
+  h3key:
+    prober: http
+    timeout: 500ms
+    allowed_targets: [127.0.0.1]
+    http:
+      enable_http3: true
+      enable_http2: false
+      tls_config: {key: h3tlsk3yinline, cert: notacert}
+`
+	gb := newGreybox(t, yml, gbOptions{})
+	target := "https://" + silent.LocalAddr().String() + "/"
+	code, body := gb.probe(t, "h3", target)
+	if code != http.StatusOK {
+		t.Fatalf("silent peer: %d %s", code, body)
+	}
+	assertSuccess(t, body, 0)
+	debug := gb.debug(t, "h3", target)
+	if !strings.Contains(debug, "deadline") && !strings.Contains(debug, "timeout") {
+		t.Errorf("the silent peer's probe did not end at its deadline:\n%s", debug)
+	}
+	outputs := []string{body, debug}
+	for _, tgt := range []string{target, "https://127.0.0.2:443/"} {
+		_, b := gb.probe(t, "h3key", tgt)
+		outputs = append(outputs, b, gb.debug(t, "h3key", tgt))
+	}
+	if code, body := gb.probe(t, "h3", "https://127.0.0.2:443/"); code != http.StatusForbidden {
+		t.Errorf("127.0.0.2: %d %s, want 403", code, body)
+	}
+	_, cfg := gb.get(t, "/config")
+	outputs = append(outputs, cfg, gb.log.String())
+	if all := strings.Join(outputs, "\n"); strings.Contains(all, "h3tlsk3yinline") {
+		t.Error("the inline TLS key was printed")
+	}
+}
