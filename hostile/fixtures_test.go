@@ -182,7 +182,21 @@ type peer struct {
 
 func newPeer(t *testing.T, addr string, serve func(p *peer, c net.Conn, first string)) *peer {
 	t.Helper()
-	l, err := net.Listen("tcp", addr)
+	return startPeer(t, "tcp", addr, func(p *peer, c net.Conn) {
+		br := bufio.NewReader(c)
+		line, _ := br.ReadString('\n')
+		p.mu.Lock()
+		p.lines = append(p.lines, strings.TrimSpace(line))
+		p.mu.Unlock()
+		serve(p, c, line)
+	})
+}
+
+// startPeer listens on network and addr (tcp, or unix and a socket path)
+// and runs serve per connection.
+func startPeer(t *testing.T, network, addr string, serve func(p *peer, c net.Conn)) *peer {
+	t.Helper()
+	l, err := net.Listen(network, addr)
 	if err != nil {
 		t.Skipf("cannot listen on %s here: %v", addr, err)
 	}
@@ -202,12 +216,7 @@ func newPeer(t *testing.T, addr string, serve func(p *peer, c net.Conn, first st
 			go func() {
 				defer p.wg.Done()
 				defer c.Close()
-				br := bufio.NewReader(c)
-				line, _ := br.ReadString('\n')
-				p.mu.Lock()
-				p.lines = append(p.lines, strings.TrimSpace(line))
-				p.mu.Unlock()
-				serve(p, c, line)
+				serve(p, c)
 			}()
 		}
 	}()

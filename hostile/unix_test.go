@@ -7,69 +7,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// unixPeer listens on a unix socket under the test's temporary directory
-// and runs serve per connection; Close ends every connection and waits for
-// its handler.
-type unixPeer struct {
-	path     string
-	l        net.Listener
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    []net.Conn
-	accepted atomic.Int32
-	once     sync.Once
-}
-
-func newUnixPeer(t *testing.T, dir string, serve func(p *unixPeer, c net.Conn)) *unixPeer {
+// newUnixPeer is a peer on the socket dir/peer.sock.
+func newUnixPeer(t *testing.T, dir string, serve func(p *peer, c net.Conn)) *peer {
 	t.Helper()
-	path := filepath.Join(dir, "peer.sock")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Skipf("cannot listen on %s here: %v", path, err)
-	}
-	p := &unixPeer{path: path, l: l, stop: make(chan struct{})}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			p.accepted.Add(1)
-			p.mu.Lock()
-			p.conns = append(p.conns, c)
-			p.mu.Unlock()
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				defer c.Close()
-				serve(p, c)
-			}()
-		}
-	}()
-	t.Cleanup(p.Close)
-	return p
-}
-
-func (p *unixPeer) Close() {
-	p.once.Do(func() {
-		close(p.stop)
-		p.l.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-	})
-	p.wg.Wait()
+	return startPeer(t, "unix", filepath.Join(dir, "peer.sock"), serve)
 }
 
 // The unix prober through the whole server: a socket outside
@@ -79,14 +25,14 @@ func (p *unixPeer) Close() {
 // and not whatever the peer can send before the deadline.
 func TestUnixHostileSockets(t *testing.T) {
 	allowed, outside := t.TempDir(), t.TempDir()
-	denied := newUnixPeer(t, outside, func(*unixPeer, net.Conn) {})
-	silent := newUnixPeer(t, allowed, func(p *unixPeer, _ net.Conn) { <-p.stop })
+	denied := newUnixPeer(t, outside, func(*peer, net.Conn) {})
+	silent := newUnixPeer(t, allowed, func(p *peer, _ net.Conn) { <-p.stop })
 	var flooded atomic.Int64
 	floodDir := filepath.Join(allowed, "flood")
 	if err := os.Mkdir(floodDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	flood := newUnixPeer(t, floodDir, func(p *unixPeer, c net.Conn) {
+	flood := newUnixPeer(t, floodDir, func(p *peer, c net.Conn) {
 		chunk := []byte(strings.Repeat("x", 32<<10))
 		for {
 			n, err := c.Write(chunk)
@@ -111,21 +57,21 @@ modules:
 	gb := newGreybox(t, yml, gbOptions{})
 
 	for _, module := range []string{"unix", "unlisted"} {
-		code, body := gb.probe(t, module, denied.path)
+		code, body := gb.probe(t, module, denied.addr())
 		if code != http.StatusForbidden || !strings.Contains(body, "allowed_paths") {
 			t.Errorf("%s, socket outside allowed_paths: %d %s, want 403 naming allowed_paths", module, code, body)
 		}
 	}
-	if n := denied.accepted.Load(); n != 0 {
+	if n := denied.accepted(); n != 0 {
 		t.Errorf("the denied socket got %d connections", n)
 	}
 
-	debug := gb.debug(t, "unix", silent.path)
+	debug := gb.debug(t, "unix", silent.addr())
 	if !strings.Contains(debug, "probe_success 0") || !strings.Contains(debug, "did not match before the probe deadline") {
 		t.Errorf("silent socket, debug output:\n%s", debug)
 	}
 
-	debug = gb.debug(t, "unix", flood.path)
+	debug = gb.debug(t, "unix", flood.addr())
 	if !strings.Contains(debug, "probe_success 0") || !strings.Contains(debug, "a line longer than 64 KiB") {
 		t.Errorf("endless banner, debug output:\n%s", debug)
 	}

@@ -276,36 +276,9 @@ func exampleZone(w dns.ResponseWriter, r *dns.Msg) {
 	_ = w.WriteMsg(m)
 }
 
-// newExampleDNS serves exampleZone on 127.0.0.1, UDP and TCP on one port,
-// as newTestDNS serves testZone.
+// newExampleDNS serves exampleZone as newTestDNS serves testZone.
 func newExampleDNS(t *testing.T) *testDNS {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		t.Skipf("TCP port of the UDP DNS fixture is taken: %v", err)
-	}
-	d := &testDNS{addr: pc.LocalAddr().String()}
-	h := dns.HandlerFunc(exampleZone)
-	udpUp, tcpUp := make(chan struct{}), make(chan struct{})
-	d.udp = &dns.Server{PacketConn: pc, Handler: h, NotifyStartedFunc: func() { close(udpUp) }}
-	d.tcp = &dns.Server{Listener: l, Handler: h, NotifyStartedFunc: func() { close(tcpUp) }}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = d.udp.ActivateAndServe() }()
-	go func() { defer wg.Done(); _ = d.tcp.ActivateAndServe() }()
-	<-udpUp
-	<-tcpUp
-	t.Cleanup(func() {
-		_ = d.udp.Shutdown()
-		_ = d.tcp.Shutdown()
-		wg.Wait()
-	})
-	return d
+	return serveTestDNS(t, func(*testDNS) dns.Handler { return dns.HandlerFunc(exampleZone) })
 }
 
 // newServiceGRPC is grpc-go's health service on ::1 with "service1"
@@ -399,20 +372,7 @@ func TestExampleBlackboxModules(t *testing.T) {
 	smtpSock, _ := unixSocket(t, sockDir, "smtp.sock", exampleSMTP(cert))
 	tlsSock, _ := unixSocket(t, sockDir, "tls.sock", tlsLines(cert, "+OK tls\r\n"))
 
-	// DNS over TLS: a TLS listener in front of the DNS fixture's TCP side.
-	dot := newLineServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
-		tc := tls.Server(c, cert.serverConfig())
-		if tc.Handshake() != nil {
-			return
-		}
-		up, err := net.Dial("tcp", d.addr)
-		if err != nil {
-			return
-		}
-		defer up.Close()
-		go func() { _, _ = io.Copy(up, tc); up.Close() }()
-		_, _ = io.Copy(tc, up)
-	})
+	dot := newDoTFront(t, cert, d.addr)
 
 	grpcPlain, grpcPlainErr := newServiceGRPC(t)
 	grpcPlainAddr := ""

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -176,6 +177,13 @@ func testZone(w dns.ResponseWriter, r *dns.Msg, d *testDNS) {
 }
 
 func newTestDNS(t *testing.T) *testDNS {
+	return serveTestDNS(t, func(d *testDNS) dns.Handler {
+		return dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) { testZone(w, r, d) })
+	})
+}
+
+// serveTestDNS serves the handler on 127.0.0.1, UDP and TCP on one port.
+func serveTestDNS(t *testing.T, handler func(*testDNS) dns.Handler) *testDNS {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -187,7 +195,7 @@ func newTestDNS(t *testing.T) *testDNS {
 		t.Skipf("TCP port of the UDP DNS fixture is taken: %v", err)
 	}
 	d := &testDNS{addr: pc.LocalAddr().String()}
-	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) { testZone(w, r, d) })
+	h := handler(d)
 	udpUp, tcpUp := make(chan struct{}), make(chan struct{})
 	d.udp = &dns.Server{PacketConn: pc, Handler: h, NotifyStartedFunc: func() { close(udpUp) }}
 	d.tcp = &dns.Server{Listener: l, Handler: h, NotifyStartedFunc: func() { close(tcpUp) }}
@@ -203,6 +211,36 @@ func newTestDNS(t *testing.T) *testDNS {
 		wg.Wait()
 	})
 	return d
+}
+
+// tlsMetricWants is blackbox's TLS metric set for a TLS 1.3 handshake
+// with cert; the last chain's expiry only from a verified chain.
+func tlsMetricWants(cert *testCert, verified bool) []want {
+	return []want{
+		{name: "probe_ssl_earliest_cert_expiry", value: float64(cert.notAfter.Unix())},
+		{name: "probe_tls_version_info", labels: map[string]string{"version": "TLS 1.3"}, value: 1},
+		{name: "probe_tls_cipher_info", labels: map[string]string{"cipher": "TLS_AES_128_GCM_SHA256"}, value: 1},
+		{name: "probe_ssl_last_chain_info", labels: map[string]string{"subject": "CN=greybox.test", "issuer": "CN=greybox.test", "subjectalternative": "greybox.test", "serialnumber": "0abc"}, value: 1},
+		{name: "probe_ssl_last_chain_expiry_timestamp_seconds", value: float64(cert.notAfter.Unix()), absent: !verified},
+	}
+}
+
+// newDoTFront is DNS over TLS: a TLS listener in front of the DNS
+// fixture's TCP side.
+func newDoTFront(t *testing.T, cert *testCert, dnsAddr string) *lineServer {
+	return newLineServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		tc := tls.Server(c, cert.serverConfig())
+		if tc.Handshake() != nil {
+			return
+		}
+		up, err := net.Dial("tcp", dnsAddr)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		go func() { _, _ = io.Copy(up, tc); up.Close() }()
+		_, _ = io.Copy(tc, up)
+	})
 }
 
 func (d *testDNS) last() (*dns.Msg, string) {

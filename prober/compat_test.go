@@ -161,15 +161,7 @@ func TestTCPCompat(t *testing.T) {
 	// is the assertion, with no race against Accept.
 	source := newLineServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) { io.WriteString(c, "from "+c.RemoteAddr().String()+"\n") })
 
-	tlsWants := func(verified bool) []want {
-		return []want{
-			{name: "probe_ssl_earliest_cert_expiry", value: float64(cert.notAfter.Unix())},
-			{name: "probe_tls_version_info", labels: map[string]string{"version": "TLS 1.3"}, value: 1},
-			{name: "probe_tls_cipher_info", labels: map[string]string{"cipher": "TLS_AES_128_GCM_SHA256"}, value: 1},
-			{name: "probe_ssl_last_chain_info", labels: map[string]string{"subject": "CN=greybox.test", "issuer": "CN=greybox.test", "subjectalternative": "greybox.test", "serialnumber": "0abc"}, value: 1},
-			{name: "probe_ssl_last_chain_expiry_timestamp_seconds", value: float64(cert.notAfter.Unix()), absent: !verified},
-		}
-	}
+	tlsWants := func(verified bool) []want { return tlsMetricWants(cert, verified) }
 
 	runCompat(t, probeTCP, d, []compatCase{
 		{name: "connect", module: "prober: tcp", target: plain.Addr(), ok: true, wants: []want{
@@ -303,20 +295,7 @@ func TestTCPConfigErrors(t *testing.T) {
 func TestDNSCompat(t *testing.T) {
 	d := newTestDNS(t)
 	cert := newTestCert(t)
-	// DNS over TLS: a TLS listener in front of the fixture's TCP side.
-	dot := newLineServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
-		tc := tls.Server(c, cert.serverConfig())
-		if tc.Handshake() != nil {
-			return
-		}
-		up, err := net.Dial("tcp", d.addr)
-		if err != nil {
-			return
-		}
-		defer up.Close()
-		go func() { _, _ = io.Copy(up, tc); up.Close() }()
-		_, _ = io.Copy(tc, up)
-	})
+	dot := newDoTFront(t, cert, d.addr)
 	lastQ := func(check func(t *testing.T, q *dnsMsg, network string)) func(t *testing.T) {
 		return func(t *testing.T) {
 			q, n := d.last()

@@ -59,15 +59,7 @@ func TestUnixCompat(t *testing.T) {
 	module := func(extra string) string {
 		return "prober: unix\nunix: {" + allow + extra + "}"
 	}
-	tlsWants := func(verified bool) []want {
-		return []want{
-			{name: "probe_ssl_earliest_cert_expiry", value: float64(cert.notAfter.Unix())},
-			{name: "probe_tls_version_info", labels: map[string]string{"version": "TLS 1.3"}, value: 1},
-			{name: "probe_tls_cipher_info", labels: map[string]string{"cipher": "TLS_AES_128_GCM_SHA256"}, value: 1},
-			{name: "probe_ssl_last_chain_info", labels: map[string]string{"subject": "CN=greybox.test", "issuer": "CN=greybox.test", "subjectalternative": "greybox.test", "serialnumber": "0abc"}, value: 1},
-			{name: "probe_ssl_last_chain_expiry_timestamp_seconds", value: float64(cert.notAfter.Unix()), absent: !verified},
-		}
-	}
+	tlsWants := func(verified bool) []want { return tlsMetricWants(cert, verified) }
 
 	runCompat(t, probeUnix, nil, []compatCase{
 		{name: "connect", module: module(""), target: plain, ok: true, wants: []want{

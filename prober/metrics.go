@@ -45,13 +45,8 @@ var _ interface {
 // Register adds c. Gauges made by gauge and gaugeVec are kept as values;
 // anything else goes through a prometheus.Registry's checks.
 func (m *Metrics) Register(c prometheus.Collector) error {
-	var f *gaugeFamily
-	switch c := c.(type) {
-	case *gaugeFamily:
-		f = c
-	case *probeGauge:
-		f = c.family
-	default:
+	f := familyOf(c)
+	if f == nil {
 		m.mu.Lock()
 		if m.other == nil {
 			m.other = prometheus.NewRegistry()
@@ -71,6 +66,18 @@ func (m *Metrics) Register(c prometheus.Collector) error {
 	return nil
 }
 
+// familyOf is the gauge family c is or belongs to, nil for a collector
+// that is not ours.
+func familyOf(c prometheus.Collector) *gaugeFamily {
+	switch c := c.(type) {
+	case *gaugeFamily:
+		return c
+	case *probeGauge:
+		return c.family
+	}
+	return nil
+}
+
 // MustRegister registers each collector and panics on a conflict, as a
 // registry's does: two registrations of one name are a prober's bug.
 func (m *Metrics) MustRegister(cs ...prometheus.Collector) {
@@ -83,13 +90,8 @@ func (m *Metrics) MustRegister(cs ...prometheus.Collector) {
 
 // Unregister removes c.
 func (m *Metrics) Unregister(c prometheus.Collector) bool {
-	var f *gaugeFamily
-	switch c := c.(type) {
-	case *gaugeFamily:
-		f = c
-	case *probeGauge:
-		f = c.family
-	default:
+	f := familyOf(c)
+	if f == nil {
 		m.mu.Lock()
 		other := m.other
 		m.mu.Unlock()
