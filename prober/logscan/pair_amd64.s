@@ -50,15 +50,17 @@ done:
 // returns (the first i with s[i] == b1 and s[i+d] == b2, or -(k+1) with k
 // the first position not tested) and nl the number of '\n' in s[:q], where
 // q is pos rounded down to a multiple of 32 if found, else k. The line count
-// then costs one compare and a popcount per block of the search's own loads
-// instead of a second pass. 64 positions per iteration.
+// then costs a compare and a byte add per block of the search's own loads
+// instead of a second pass. 128 positions per step; the newline compares
+// (0 or -1 per byte) are summed in byte lanes (Y10), folded into quadwords
+// (Y11) with VPSADBW every 63 steps, before a lane could pass 255.
 TEXT ·indexPairCount(SB), NOSPLIT, $0-56
 	MOVQ s_base+0(FP), SI
 	MOVQ s_len+8(FP), BX
 	MOVBLZX b1+24(FP), AX
 	MOVBLZX b2+25(FP), CX
 	MOVQ d+32(FP), DX
-	SUBQ DX, BX // a block at i fits while i+32 <= len-d
+	SUBQ DX, BX
 	LEAQ (SI)(DX*1), R11
 	XORQ R9, R9
 	XORQ R10, R10
@@ -69,45 +71,67 @@ TEXT ·indexPairCount(SB), NOSPLIT, $0-56
 	MOVL $10, AX
 	MOVQ AX, X0
 	VPBROADCASTB X0, Y0
+	VPXOR Y10, Y10, Y10
+	VPXOR Y11, Y11, Y11
+	MOVQ $63, R12
 	MOVQ BX, R8
-	SUBQ $64, R8
-	JMP  check64
+	SUBQ $128, R8
+	JMP  check128
 
-loop64:
-	VMOVDQU   (SI)(R9*1), Y5
-	VMOVDQU   32(SI)(R9*1), Y6
-	VPCMPEQB  Y1, Y5, Y3
-	VPCMPEQB  Y1, Y6, Y4
-	VPCMPEQB  (R11)(R9*1), Y2, Y7
-	VPCMPEQB  32(R11)(R9*1), Y2, Y8
-	VPAND     Y7, Y3, Y3
-	VPAND     Y8, Y4, Y4
-	VPOR      Y3, Y4, Y9
-	VPTEST    Y9, Y9
-	JNZ       found64
-	VPCMPEQB  Y0, Y5, Y5
-	VPCMPEQB  Y0, Y6, Y6
-	VPMOVMSKB Y5, AX
-	VPMOVMSKB Y6, CX
-	SHLQ      $32, CX
-	ORQ       CX, AX
-	POPCNTQ   AX, AX
-	ADDQ      AX, R10
-	ADDQ      $64, R9
+loop128:
+	VMOVDQU  (SI)(R9*1), Y5
+	VMOVDQU  32(SI)(R9*1), Y6
+	VMOVDQU  64(SI)(R9*1), Y7
+	VMOVDQU  96(SI)(R9*1), Y8
+	VPCMPEQB Y1, Y5, Y3
+	VPCMPEQB (R11)(R9*1), Y2, Y4
+	VPAND    Y3, Y4, Y13
+	VPCMPEQB Y1, Y6, Y3
+	VPCMPEQB 32(R11)(R9*1), Y2, Y4
+	VPAND    Y3, Y4, Y14
+	VPCMPEQB Y1, Y7, Y3
+	VPCMPEQB 64(R11)(R9*1), Y2, Y4
+	VPAND    Y3, Y4, Y9
+	VPCMPEQB Y1, Y8, Y3
+	VPCMPEQB 96(R11)(R9*1), Y2, Y4
+	VPAND    Y3, Y4, Y12
+	VPOR     Y13, Y14, Y3
+	VPOR     Y9, Y12, Y4
+	VPOR     Y3, Y4, Y3
+	VPTEST   Y3, Y3
+	JNZ      found128
+	VPCMPEQB Y0, Y5, Y5
+	VPCMPEQB Y0, Y6, Y6
+	VPCMPEQB Y0, Y7, Y7
+	VPCMPEQB Y0, Y8, Y8
+	VPADDB   Y5, Y6, Y5
+	VPADDB   Y7, Y8, Y7
+	VPADDB   Y5, Y7, Y5
+	VPSUBB   Y5, Y10, Y10
+	ADDQ     $128, R9
+	DECQ     R12
+	JNZ      check128
+	// Every 63 steps, before a byte lane can pass 255: fold into Y11.
+	VPXOR    Y12, Y12, Y12
+	VPSADBW  Y12, Y10, Y10
+	VPADDQ   Y10, Y11, Y11
+	VPXOR    Y10, Y10, Y10
+	MOVQ     $63, R12
 
-check64:
+check128:
 	CMPQ R9, R8
-	JLE  loop64
+	JLE  loop128
 
-	// At most one more 32-position block.
-	MOVQ      BX, R8
-	SUBQ      $32, R8
+	MOVQ BX, R8
+	SUBQ $32, R8
+
+loop32:
 	CMPQ      R9, R8
 	JGT       notfound
 	VMOVDQU   (SI)(R9*1), Y5
 	VPCMPEQB  Y1, Y5, Y3
-	VPCMPEQB  (R11)(R9*1), Y2, Y7
-	VPAND     Y7, Y3, Y3
+	VPCMPEQB  (R11)(R9*1), Y2, Y4
+	VPAND     Y4, Y3, Y3
 	VPMOVMSKB Y3, AX
 	TESTL     AX, AX
 	JNZ       found
@@ -116,31 +140,57 @@ check64:
 	POPCNTL   AX, AX
 	ADDQ      AX, R10
 	ADDQ      $32, R9
+	JMP       loop32
 
-notfound:
-	NOTQ R9
-	MOVQ R9, pos+40(FP)
-	MOVQ R10, nl+48(FP)
-	VZEROUPPER
-	RET
-
-found64:
-	VPMOVMSKB Y3, AX
+found128:
+	VPMOVMSKB Y13, AX
 	TESTL     AX, AX
 	JNZ       found
-	// The hit is in the second block: the first one is passed.
 	VPCMPEQB  Y0, Y5, Y5
-	VPMOVMSKB Y5, AX
-	POPCNTL   AX, AX
-	ADDQ      AX, R10
+	VPMOVMSKB Y5, CX
+	POPCNTL   CX, CX
+	ADDQ      CX, R10
 	ADDQ      $32, R9
-	VPMOVMSKB Y4, AX
+	VPMOVMSKB Y14, AX
+	TESTL     AX, AX
+	JNZ       found
+	VPCMPEQB  Y0, Y6, Y6
+	VPMOVMSKB Y6, CX
+	POPCNTL   CX, CX
+	ADDQ      CX, R10
+	ADDQ      $32, R9
+	VPMOVMSKB Y9, AX
+	TESTL     AX, AX
+	JNZ       found
+	VPCMPEQB  Y0, Y7, Y7
+	VPMOVMSKB Y7, CX
+	POPCNTL   CX, CX
+	ADDQ      CX, R10
+	ADDQ      $32, R9
+	VPMOVMSKB Y12, AX
 
 found:
 	BSFL AX, AX
 	ADDQ AX, R9
-	MOVQ R9, pos+40(FP)
-	MOVQ R10, nl+48(FP)
+	MOVQ R9, R13
+	JMP  sum
+
+notfound:
+	MOVQ R9, R13
+	NOTQ R13
+
+sum:
+	VPXOR        Y12, Y12, Y12
+	VPSADBW      Y12, Y10, Y10
+	VPADDQ       Y10, Y11, Y11
+	VEXTRACTI128 $1, Y11, X12
+	VPADDQ       X12, X11, X11
+	VPSHUFD      $0x4e, X11, X12
+	VPADDQ       X12, X11, X11
+	MOVQ         X11, AX
+	ADDQ         AX, R10
+	MOVQ         R13, pos+40(FP)
+	MOVQ         R10, nl+48(FP)
 	VZEROUPPER
 	RET
 
