@@ -20,14 +20,8 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${BENCH_DURATION:-4s}
 CONCURRENCY=${CONCURRENCY:-8}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
+# shellcheck source=lib.sh
+source "$root/bench/lib.sh"
 log() { echo "bench/ttyd.sh: $*" >&2; }
 
 (
@@ -48,17 +42,6 @@ for _ in $(seq 100); do [[ -s "$tmp/ttyd.addr" ]] && break; sleep 0.1; done
 base=$(cat "$tmp/ttyd.addr")
 ws="ws://${base#http://}/ws"
 
-free_port() {
-	local p
-	for _ in $(seq 100); do
-		p=$((20000 + RANDOM % 20000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return
-		fi
-	done
-	return 1
-}
 enc() { printf '%s' "$1" | sed 's/:/%3A/g; s#/#%2F#g'; }
 
 printf 'modules:\n  ttyd:\n    prober: ttyd_ws\n    timeout: 5s\n%s' "${GREYBOX_TTYD_EXTRA:-}" >"$tmp/greybox.yml"
@@ -92,8 +75,6 @@ YML
 	names+=(blackbox)
 fi
 
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-field() { sed -n "s/.*\"$1\":\([0-9.eE+-]*\).*/\1/p"; }
 clk_tck=$(getconf CLK_TCK)
 for name in "${names[@]}"; do
 	"$tmp/loadgen" -url "${url[$name]}" -wait 30s

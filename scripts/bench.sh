@@ -38,14 +38,8 @@ if [[ ! -r /proc/self/stat ]]; then
 	exit 1
 fi
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
+# shellcheck source=../bench/lib.sh
+source "$root/bench/lib.sh"
 
 log() { echo "bench: $*" >&2; }
 
@@ -60,19 +54,6 @@ log "building"
 	go build -trimpath -o "$tmp/floor" ./bench/cmd/floor
 )
 
-# free_port prints a loopback port nobody is listening on right now.
-free_port() {
-	local p
-	for _ in $(seq 100); do
-		p=$((20000 + RANDOM % 20000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return
-		fi
-	done
-	echo "bench.sh: no free port found" >&2
-	return 1
-}
 
 "$tmp/target" -addr-file "$tmp/target.addr" 2>"$tmp/target.log" &
 pids+=($!)
@@ -116,11 +97,7 @@ pid[floor]=$fl_pid
 names=(greybox blackbox floor)
 
 clk_tck=$(getconf CLK_TCK)
-# cpu_ticks PID: user+system time of PID in clock ticks (fields 14 and 15
-# of /proc/PID/stat, counted after the parenthesised command name).
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
-field() { sed -n "s/.*\"$1\":\([0-9.eE+-]*\).*/\1/p"; }
 
 idle_rss=() idle_anon=()
 for name in "${names[@]}"; do
