@@ -1,46 +1,70 @@
 #include "textflag.h"
 
 // func indexPair(s []byte, b1, b2 byte, d int) int
-// The first i with s[i] == b1 and s[i+d] == b2, testing 32 positions at a
-// time while a whole block of both fits in s; if none, -(k+1) where k is
-// the first position not tested (the caller finishes the tail).
+// The first i with s[i] == b1 and s[i+d] == b2, testing 64 positions at a
+// time, then 32, while a whole block of both fits in s; if none, -(k+1)
+// where k is the first position not tested (the caller finishes the tail).
 TEXT ·indexPair(SB), NOSPLIT, $0-48
 	MOVQ s_base+0(FP), SI
 	MOVQ s_len+8(FP), BX
 	MOVBLZX b1+24(FP), AX
 	MOVBLZX b2+25(FP), CX
 	MOVQ d+32(FP), DX
-	MOVQ BX, R8
-	SUBQ DX, R8
-	SUBQ $32, R8
+	SUBQ DX, BX // a block at i fits while i+32 <= len-d
 	XORQ R9, R9
 	MOVQ AX, X1
 	VPBROADCASTB X1, Y1
 	MOVQ CX, X2
 	VPBROADCASTB X2, Y2
 	LEAQ (SI)(DX*1), R11
+	MOVQ BX, R8
+	SUBQ $64, R8
+	JMP  check64
 
-loop:
-	CMPQ R9, R8
-	JGT  done
+loop64:
 	VPCMPEQB (SI)(R9*1), Y1, Y3
 	VPCMPEQB (R11)(R9*1), Y2, Y4
+	VPCMPEQB 32(SI)(R9*1), Y1, Y5
+	VPCMPEQB 32(R11)(R9*1), Y2, Y6
 	VPAND    Y3, Y4, Y3
-	VPMOVMSKB Y3, AX
-	TESTL    AX, AX
-	JNZ      found
-	ADDQ     $32, R9
-	JMP      loop
+	VPAND    Y5, Y6, Y5
+	VPOR     Y3, Y5, Y6
+	VPTEST   Y6, Y6
+	JNZ      found64
+	ADDQ     $64, R9
 
-found:
-	BSFL AX, AX
-	ADDQ AX, R9
+check64:
+	CMPQ R9, R8
+	JLE  loop64
+
+	MOVQ BX, R8
+	SUBQ $32, R8
+	CMPQ R9, R8
+	JGT  done
+	VPCMPEQB  (SI)(R9*1), Y1, Y3
+	VPCMPEQB  (R11)(R9*1), Y2, Y4
+	VPAND     Y3, Y4, Y3
+	VPMOVMSKB Y3, AX
+	TESTL     AX, AX
+	JNZ       found
+	ADDQ      $32, R9
+
+done:
+	NOTQ R9
 	MOVQ R9, ret+40(FP)
 	VZEROUPPER
 	RET
 
-done:
-	NOTQ R9
+found64:
+	VPMOVMSKB Y3, AX
+	TESTL     AX, AX
+	JNZ       found
+	ADDQ      $32, R9
+	VPMOVMSKB Y5, AX
+
+found:
+	BSFL AX, AX
+	ADDQ AX, R9
 	MOVQ R9, ret+40(FP)
 	VZEROUPPER
 	RET

@@ -94,7 +94,7 @@ func TestIndexAtCountsNewlines(t *testing.T) {
 
 // indexPairCount keeps its contract: the first pair, or how far it tested
 // (all but a tail shorter than a block), and the newlines before the hit's
-// 32-byte block or in what it tested.
+// 32-byte block or in what it tested. indexPair agrees with it.
 func TestIndexPairCountContract(t *testing.T) {
 	if !hasPair {
 		t.Skip("no AVX2")
@@ -127,6 +127,9 @@ func TestIndexPairCountContract(t *testing.T) {
 			continue
 		}
 		pos, nl := indexPairCount(s, b1, b2, d)
+		if p := indexPair(s, b1, b2, d); p != pos {
+			t.Fatalf("indexPair(%q, %q, %q, %d) = %d, indexPairCount %d", s, b1, b2, d, p, pos)
+		}
 		first := -1
 		for i := 0; i+d < len(s); i++ {
 			if s[i] == b1 && s[i+d] == b2 {
