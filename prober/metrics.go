@@ -31,6 +31,7 @@ import (
 type Metrics struct {
 	mu       sync.Mutex
 	families []*gaugeFamily
+	batch    []gaugeFamily // made ahead for familyFor
 	other    *prometheus.Registry
 }
 
@@ -175,15 +176,34 @@ func (m *Metrics) writeGathered(b []byte, openMetrics bool) ([]byte, error) {
 
 // gauge registers a plain gauge on reg.
 func gauge(reg prometheus.Registerer, name, help string) prometheus.Gauge {
-	g := newGauge(name, help)
-	reg.MustRegister(g)
-	return g
+	f := familyFor(reg, name, help, nil)
+	reg.MustRegister(f)
+	return f.child(nil)
 }
 
 // gaugeVec registers a gauge with labels on reg.
 func gaugeVec(reg prometheus.Registerer, name, help string, labels ...string) *gaugeFamily {
-	f := newGaugeVec(name, help, labels...)
+	f := familyFor(reg, name, help, labels)
 	reg.MustRegister(f)
+	return f
+}
+
+// familyFor makes a family to register on reg: from the probe's own
+// batch when reg is a Metrics, a probe's twenty-odd gauges being a few
+// allocations rather than twenty.
+func familyFor(reg prometheus.Registerer, name, help string, labels []string) *gaugeFamily {
+	m, ok := reg.(*Metrics)
+	if !ok {
+		return newGaugeFamily(name, help, labels)
+	}
+	m.mu.Lock()
+	if len(m.batch) == 0 {
+		m.batch = make([]gaugeFamily, 16)
+	}
+	f := &m.batch[0]
+	m.batch = m.batch[1:]
+	m.mu.Unlock()
+	f.init(name, help, labels)
 	return f
 }
 
@@ -208,13 +228,23 @@ type gaugeFamily struct {
 	mu       sync.Mutex
 	children []*probeGauge
 	// one is a plain gauge's series, or a vector's first: most families
-	// have one series, which then costs no allocation of its own.
-	one     probeGauge
-	oneUsed bool
+	// have one series, which then costs no allocation of its own; more
+	// come from spare, a few at a time (http's phases are five).
+	one      probeGauge
+	oneUsed  bool
+	oneChild [1]*probeGauge
+	spare    []probeGauge
 }
 
 func newGaugeFamily(name, help string, labels []string) *gaugeFamily {
-	f := &gaugeFamily{name: name, help: help, labels: labels}
+	f := &gaugeFamily{}
+	f.init(name, help, labels)
+	return f
+}
+
+func (f *gaugeFamily) init(name, help string, labels []string) {
+	f.name, f.help, f.labels = name, help, labels
+	f.children = f.oneChild[:0]
 	if len(labels) > 1 {
 		f.byName = make([]int, len(labels))
 		for i := range f.byName {
@@ -222,7 +252,6 @@ func newGaugeFamily(name, help string, labels []string) *gaugeFamily {
 		}
 		slices.SortFunc(f.byName, func(a, b int) int { return strings.Compare(labels[a], labels[b]) })
 	}
-	return f
 }
 
 // child returns the series with these label values, made on first use;
@@ -249,7 +278,13 @@ func (f *gaugeFamily) find(values []string) *probeGauge {
 func (f *gaugeFamily) add(values []string) *probeGauge {
 	c := &f.one
 	if f.oneUsed {
-		c = &probeGauge{}
+		if len(f.spare) == 0 {
+			f.spare = make([]probeGauge, 4)
+		}
+		c, f.spare = &f.spare[0], f.spare[1:]
+		if cap(f.children) < 8 {
+			f.children = append(make([]*probeGauge, 0, 8), f.children...)
+		}
 	}
 	f.oneUsed = true
 	c.family, c.values = f, values
