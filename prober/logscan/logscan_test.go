@@ -83,7 +83,13 @@ func TestLogScannerAgreesWithReference(t *testing.T) {
 		"data+err": iotest.DataErrReader,
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	logs := [][]byte{nil, []byte("\n"), []byte("failed to stream flows"), randomLog(rng, 50), randomLog(rng, 5000)}
+	// The long logs cross Scan's 1 MiB read boundaries, one with CRLF lines.
+	long := randomLog(rng, 40000)
+	logs := [][]byte{nil, []byte("\n"), []byte("failed to stream flows"), randomLog(rng, 50), randomLog(rng, 5000),
+		long, bytes.ReplaceAll(long, []byte("\n"), []byte("\r\n"))}
+	if len(long) < 2*readSize {
+		t.Fatalf("the long log is %d bytes, under two reads", len(long))
+	}
 	for name, patterns := range patternSets {
 		s, err := New(patterns)
 		if err != nil {
