@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"regexp/syntax"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -151,7 +152,9 @@ func requiredLiteral(re *syntax.Regexp) string {
 // The result is valid even with an error: it covers what was read.
 func (s *Scanner) Scan(r io.Reader, maxSamples int) (Result, error) {
 	st := scanState{s: s, maxSamples: maxSamples}
-	buf := make([]byte, readSize)
+	pooled := scanBuffers.Get().(*[readSize]byte)
+	defer scanBuffers.Put(pooled)
+	buf := pooled[:]
 	n := 0
 	for {
 		m, err := io.ReadFull(r, buf[n:])
@@ -180,6 +183,10 @@ func (s *Scanner) Scan(r io.Reader, maxSamples int) (Result, error) {
 		n = copy(buf, buf[k+1:n])
 	}
 }
+
+// scanBuffers keeps Scan's buffers: a prober scanning every pod's log each
+// scrape need not allocate (and collect) a MiB per stream.
+var scanBuffers = sync.Pool{New: func() any { return new([readSize]byte) }}
 
 type scanState struct {
 	s          *Scanner
