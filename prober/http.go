@@ -71,6 +71,7 @@ type HTTPSettings struct {
 	acceptEncoding string // sent when compression is set and headers do not say
 	celMatch       *celProgram
 	celNotMatch    *celProgram
+	shared         *sharedClient // plain-HTTP requests' client, built on first use
 }
 
 // HeaderMatch is blackbox's http_header_match_spec.
@@ -114,6 +115,7 @@ func (s *HTTPSettings) Validate() error {
 	if s.Method == "" {
 		s.Method = http.MethodGet
 	}
+	s.shared = &sharedClient{}
 	for _, c := range s.ValidStatusCodes {
 		if c < 100 || c > 599 {
 			return fmt.Errorf("valid_status_codes: %d is not an HTTP status code", c)
@@ -367,7 +369,13 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *Me
 			return false
 		}
 	}
-	client, err := newHTTPClient(ctx, s.HTTPClientConfig, env, "http_probe", false, dial)
+	var client *http.Client
+	if !s.EnableHTTP3 {
+		client, err = s.shared.probeClient(ctx, s.HTTPClientConfig, env, "http_probe", dial)
+	}
+	if client == nil && err == nil {
+		client, err = newHTTPClient(ctx, s.HTTPClientConfig, env, "http_probe", false, dial)
+	}
 	if err != nil {
 		logger.Error("building HTTP client failed", "err", err)
 		return false

@@ -1,0 +1,100 @@
+package prober
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+
+	pconfig "github.com/prometheus/common/config"
+
+	"github.com/greybox-probe/greybox/config"
+)
+
+// sharedClient is an http module's client for plain-HTTP requests, built
+// once per loaded module instead of once per probe (issue 13: building
+// prometheus/common's client was a tenth of a fast probe's allocations).
+// It is safe to share because keep-alives are off: net/http hands a
+// connection to no other request then, so each request still dials its
+// own, through the probe's guard, which it finds in the request's
+// context. HTTPS requests are not shared: an HTTP/2 connection joins the
+// transport's pool whatever keep-alives say, and another probe's request
+// could ride it. Nor are modules with oauth2 (its token cache is a
+// probe's) or a proxy.
+type sharedClient struct {
+	once   sync.Once
+	client *http.Client
+	err    error
+}
+
+type probeDialKey struct{}
+
+type dialFunc = func(context.Context, string, string) (net.Conn, error)
+
+// dialFromRequest dials with the dial of the probe the request is from.
+func dialFromRequest(ctx context.Context, network, addr string) (net.Conn, error) {
+	dial, ok := ctx.Value(probeDialKey{}).(dialFunc)
+	if !ok {
+		return nil, errors.New("shared HTTP transport: request without its probe's dial")
+	}
+	return dial(ctx, network, addr)
+}
+
+// sharedHTTPClient returns a probe's client built on the module's shared
+// one when the module allows it, else nil.
+func (sc *sharedClient) probeClient(ctx context.Context, cfg config.HTTPClientConfig, env Env, name string, dial dialFunc) (*http.Client, error) {
+	if sc == nil || cfg.OAuth2 != nil || cfg.ProxyURL.URL != nil || cfg.ProxyFromEnvironment {
+		return nil, nil
+	}
+	sc.once.Do(func() {
+		sc.client, sc.err = pconfig.NewClientFromConfig(cfg.HTTPClientConfig, name,
+			pconfig.WithUserAgent(UserAgent), pconfig.WithDialContextFunc(dialFromRequest), pconfig.WithKeepAlivesDisabled())
+	})
+	if sc.err != nil {
+		return nil, sc.err
+	}
+	client := *sc.client // its CheckRedirect (follow_redirects) and timeouts
+	client.Transport = env.Guard.Transport(&splitTransport{
+		shared: sc.client.Transport,
+		dial:   dial,
+		own: func() (*http.Client, error) {
+			return newHTTPClient(ctx, cfg, env, name, false, dial)
+		},
+	}, nil)
+	return &client, nil
+}
+
+// splitTransport sends plain-HTTP requests through the module's shared
+// transport with the probe's dial, and the rest through a client of the
+// probe's own, built when the first such request (an HTTPS redirect, say)
+// comes.
+type splitTransport struct {
+	shared http.RoundTripper
+	dial   dialFunc
+	own    func() (*http.Client, error)
+	ownRT  http.RoundTripper
+}
+
+func (t *splitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" {
+		return t.shared.RoundTrip(req.WithContext(context.WithValue(req.Context(), probeDialKey{}, t.dial)))
+	}
+	if t.ownRT == nil {
+		c, err := t.own()
+		if err != nil {
+			if req.Body != nil {
+				_ = req.Body.Close()
+			}
+			return nil, err
+		}
+		t.ownRT = c.Transport
+	}
+	return t.ownRT.RoundTrip(req)
+}
+
+func (t *splitTransport) CloseIdleConnections() {
+	if c, ok := t.ownRT.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}

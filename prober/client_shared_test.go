@@ -1,0 +1,102 @@
+package prober
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Probes of one module share its plain-HTTP client, and still each dial
+// their own connection through their own guard: none rides another's.
+func TestSharedClientOwnConnections(t *testing.T) {
+	var mu sync.Mutex
+	remotes := map[string]int{}
+	release := make(chan struct{})
+	var arrived sync.WaitGroup
+	const probes = 4
+	arrived.Add(probes)
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		remotes[r.RemoteAddr]++
+		mu.Unlock()
+		arrived.Done()
+		<-release // every probe is in flight at once
+		fmt.Fprint(w, "ok")
+	}))
+	defer target.Close()
+	m := testModule(t, "prober: http\ntimeout: 5s")
+	guards := make([]*Guard, probes)
+	results := make([]probeResult, probes)
+	var done sync.WaitGroup
+	for i := range probes {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		guards[i] = NewGuard(ctx, m.AllowedTargets)
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			results[i] = runProbeDirect(t, ProbeHTTP, target.URL, m, Env{Guard: guards[i]})
+		}()
+	}
+	arrived.Wait()
+	close(release)
+	done.Wait()
+	for i, r := range results {
+		if !r.ok {
+			t.Errorf("probe %d failed:\n%s", i, r.logs)
+		}
+		if n := guardDials(guards[i]); n != 1 {
+			t.Errorf("probe %d: its guard dialled %d connections, want 1", i, n)
+		}
+	}
+	if len(remotes) != probes {
+		t.Errorf("%d client connections for %d probes: %v", len(remotes), probes, remotes)
+	}
+	if m.Settings.(*HTTPSettings).shared.client == nil {
+		t.Error("the module's shared client was never built")
+	}
+	// One after another too: no connection is left for the next probe.
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		g := NewGuard(ctx, m.AllowedTargets)
+		arrived.Add(1)
+		r := runProbeDirect(t, ProbeHTTP, target.URL, m, Env{Guard: g})
+		cancel()
+		if !r.ok || guardDials(g) != 1 {
+			t.Errorf("sequential probe %d: ok=%v, dialled %d connections, want 1", i, r.ok, guardDials(g))
+		}
+	}
+}
+
+// A redirect from plain HTTP to HTTPS leaves the shared client for one of
+// the probe's own, with the module's TLS settings; follow_redirects: false
+// still stops at the 3xx.
+func TestSharedClientHTTPSRedirect(t *testing.T) {
+	cert := newTestCert(t)
+	tlsTarget := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "secure") }))
+	tlsTarget.TLS = cert.serverConfig()
+	tlsTarget.StartTLS()
+	defer tlsTarget.Close()
+	front := httptest.NewServer(http.RedirectHandler(tlsTarget.URL+"/", http.StatusFound))
+	defer front.Close()
+
+	m := testModule(t, fmt.Sprintf("prober: http\ntimeout: 5s\nhttp:\n  http_client_config:\n    tls_config: {ca_file: %s, server_name: greybox.test}\n", cert.caFile))
+	r := runProbeDirect(t, ProbeHTTP, front.URL, m, Env{})
+	if !r.ok {
+		t.Fatalf("probe failed:\n%s", r.logs)
+	}
+	mustMetric(t, r.reg, "probe_http_ssl", nil, 1)
+	mustMetric(t, r.reg, "probe_http_redirects", nil, 1)
+
+	m = testModule(t, "prober: http\ntimeout: 5s\nhttp:\n  valid_status_codes: [302]\n  http_client_config: {follow_redirects: false}\n")
+	r = runProbeDirect(t, ProbeHTTP, front.URL, m, Env{})
+	if !r.ok {
+		t.Fatalf("probe failed:\n%s", r.logs)
+	}
+	mustMetric(t, r.reg, "probe_http_status_code", nil, 302)
+	mustMetric(t, r.reg, "probe_http_ssl", nil, 0)
+}
