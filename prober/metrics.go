@@ -435,6 +435,9 @@ func (f *gaugeFamily) appendText(b []byte, openMetrics bool) []byte {
 // appendEscaped escapes as the exposition formats do: backslash and
 // newline always, the double quote in label values and OpenMetrics help.
 func appendEscaped(b []byte, s string, quote bool) []byte {
+	if !strings.ContainsAny(s, "\\\n\"") {
+		return append(b, s...)
+	}
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
 		case c == '\\':
@@ -460,7 +463,13 @@ func appendFloat(b []byte, f float64, openMetrics bool) []byte {
 		return append(b, "-Inf"...)
 	}
 	n := len(b)
-	b = strconv.AppendFloat(b, f, 'g', -1, 64)
+	// Whole numbers below a million, most probe values, are what 'g'
+	// writes for them, without its shortest-digits search.
+	if f == math.Trunc(f) && f > -1e6 && f < 1e6 { // -0 too: expfmt writes it as 0
+		b = strconv.AppendInt(b, int64(f), 10)
+	} else {
+		b = strconv.AppendFloat(b, f, 'g', -1, 64)
+	}
 	if openMetrics && !bytes.ContainsAny(b[n:], "e.") {
 		b = append(b, '.', '0')
 	}

@@ -26,6 +26,11 @@ func fillMetrics(reg prometheus.Registerer) {
 	gauge(reg, "probe_inf", "Inf.").Set(math.Inf(1))
 	gauge(reg, "probe_ninf", "-Inf.").Set(math.Inf(-1))
 	gauge(reg, "probe_zero", "Never set.")
+	gauge(reg, "probe_negzero", "Negative zero.").Set(math.Copysign(0, -1))
+	gauge(reg, "probe_million", "Where g turns to exponents.").Set(1e6)
+	gauge(reg, "probe_below_million", "Just below.").Set(999999)
+	gauge(reg, "probe_neg_below_million", "Just above minus a million.").Set(-999999)
+	gauge(reg, "probe_big_int", "A large whole number.").Set(1234567890123)
 	v := gaugeVec(reg, "probe_http_duration_seconds", "Phases.", "phase")
 	for _, p := range []string{"tls", "connect", "resolve", "processing", "transfer"} {
 		v.WithLabelValues(p).Set(0.25)
