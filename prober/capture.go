@@ -50,7 +50,7 @@ type logScope struct {
 }
 
 func newProbeLog(max int) *probeLog {
-	l := &probeLog{max: max, records: make([]capturedRecord, 0, 8)}
+	l := &probeLog{max: max, records: make([]capturedRecord, 0, 4)}
 	l.own.b.Grow(1024)
 	return l
 }

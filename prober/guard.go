@@ -46,11 +46,12 @@ type Guard struct {
 	// approved holds every address Resolve has let through, so a prober
 	// that resolved a name and then dials its addresses directly (one
 	// connection per DNS answer) is not refused for lacking the name.
-	approved map[netip.Addr]bool
-	conns    []*guardConn
-	closed   bool
-	lookups  time.Duration
-	armNew   int64 // LimitHeaders in force: arm new connections with it
+	approved  map[netip.Addr]bool
+	conns     []*guardConn
+	connected netip.Addr // the first connection's remote address (firstRemote)
+	closed    bool
+	lookups   time.Duration
+	armNew    int64 // LimitHeaders in force: arm new connections with it
 	// replica, when set, is the one address (host:port) every connection
 	// is dialled to: see Through.
 	replica string
@@ -345,6 +346,7 @@ func (g *Guard) DialContext(ctx context.Context, network, address string) (net.C
 		}
 		c, err := g.dialer.DialContext(ctx, network, net.JoinHostPort(a.String(), port))
 		if err == nil {
+			g.noteConnected(c.RemoteAddr())
 			return g.track(c)
 		}
 		errs = append(errs, err)
@@ -356,6 +358,34 @@ func (g *Guard) DialContext(ctx context.Context, network, address string) (net.C
 		return nil, fmt.Errorf("no %s address for %s", network, host)
 	}
 	return nil, errors.Join(errs...)
+}
+
+// firstRemote is the address of the first connection the probe made: the
+// target's or its proxy's, never a resolver's DNS server, which the guard
+// does not dial. (The http prober used to take it from an httptrace
+// GotConn hook; with the guard's own GotConn that made httptrace compose
+// the two by reflection, a tenth of a fast probe's overhead.)
+func (g *Guard) firstRemote() netip.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.connected
+}
+
+// noteConnected records a connection's remote address, the first one
+// kept; dialers that do not go through DialContext (QUIC) call it too.
+func (g *Guard) noteConnected(ra net.Addr) {
+	if ra == nil {
+		return
+	}
+	ap, err := netip.ParseAddrPort(ra.String())
+	if err != nil {
+		return
+	}
+	g.mu.Lock()
+	if !g.connected.IsValid() {
+		g.connected = ap.Addr().Unmap()
+	}
+	g.mu.Unlock()
 }
 
 func (g *Guard) track(c net.Conn) (net.Conn, error) {

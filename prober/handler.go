@@ -254,7 +254,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// The text form serves both the history and, for most scrapers, the
 	// answer: one rendering per probe.
-	text, textErr := reg.writeText(make([]byte, 0, 2048), false)
+	text, textErr := reg.writeText(make([]byte, 0, 4096), false)
 	if textErr != nil {
 		logger.Error("gathering probe metrics failed", "err", textErr)
 	}

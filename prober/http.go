@@ -284,16 +284,6 @@ func (p *httpPhases) trace() *httptrace.ClientTrace {
 		ConnectStart: func(string, string) {
 			p.set(func() { p.connectStart, p.current = time.Now(), "connect" })
 		},
-		// Not ConnectStart: the resolver's own dials to a DNS server
-		// run under the same trace.
-		GotConn: func(info httptrace.GotConnInfo) {
-			ap, err := netip.ParseAddrPort(info.Conn.RemoteAddr().String())
-			p.set(func() {
-				if err == nil && !p.remote.IsValid() {
-					p.remote = ap.Addr().Unmap()
-				}
-			})
-		},
 		ConnectDone: func(string, string, error) {
 			p.set(func() { p.connect += time.Since(p.connectStart) })
 		},
@@ -431,7 +421,7 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *Me
 	if !s.selectAddr {
 		// blackbox's address metrics, from the connection Go's dialer made
 		// (no ip6-first selection unless the module asks for it).
-		recordConnectedAddr(reg, tr, env.Guard.LookupDuration())
+		recordConnectedAddr(reg, env.Guard.firstRemote(), env.Guard.LookupDuration())
 	}
 	if err != nil {
 		logger.Error("HTTP request failed", "phase", tr.phase(), "err", err)
@@ -740,12 +730,9 @@ func describeCodes(valid []int) string {
 // probe_dns_lookup_time_seconds as blackbox names them, for the address
 // of the probe's first connection; without one the first two are 0
 // (blackbox reports the address it chose even when the connect fails).
-func recordConnectedAddr(reg *Metrics, tr *httpPhases, lookup time.Duration) {
+func recordConnectedAddr(reg *Metrics, remote netip.Addr, lookup time.Duration) {
 	m := newAddrMetrics(reg)
 	m.lookup.Set(lookup.Seconds())
-	tr.mu.Lock()
-	remote := tr.remote
-	tr.mu.Unlock()
 	if remote.IsValid() {
 		m.set(remote)
 	}

@@ -176,6 +176,7 @@ func (d *http3Dialer) dialAddr(ctx context.Context, to netip.AddrPort, tlsCfg *t
 	var state tls.ConnectionState
 	if conn != nil {
 		state = conn.ConnectionState().TLS
+		d.g.noteConnected(conn.RemoteAddr())
 	}
 	if trace != nil && trace.TLSHandshakeDone != nil {
 		trace.TLSHandshakeDone(state, err)
