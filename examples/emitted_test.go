@@ -4,18 +4,25 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -109,6 +116,7 @@ func probeMetricNames(t *testing.T) map[string]bool {
 	_, replicaPort, _ := strings.Cut(strings.TrimPrefix(replicas[0].URL, "http://"), ":")
 
 	kube := emittedFakeCluster()
+	bb := startBlackboxPeers(t)
 	yml := fmt.Sprintf(`
 modules:
   http_tls:
@@ -136,7 +144,22 @@ modules:
   parity_k8s:
     prober: traefik_parity
     traefik_parity: {grace_period: 1m}
-`, strings.TrimPrefix(term.URL, "http://"))
+  tcp:
+    prober: tcp
+    tcp: {query_response: [{expect: "^SSH-([^-]+)-", labels: [{name: version, value: "${1}"}]}]}
+  unix:
+    prober: unix
+    unix: {allowed_paths: [%q], query_response: [{expect: "^SSH-"}]}
+  dns:
+    prober: dns
+    dns: {query_name: example.test, transport_protocol: udp}
+  grpc:
+    prober: grpc
+  websocket:
+    prober: websocket
+  icmp:
+    prober: icmp
+`, strings.TrimPrefix(term.URL, "http://"), bb.unixPath)
 	cfg, err := config.Parse([]byte(yml), "emitted.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -154,6 +177,12 @@ modules:
 		"logs":          "default/app=web",
 		"parity_static": strings.Join(static, ","),
 		"parity_k8s":    "k8s:default/app=traefik:" + replicaPort,
+		"tcp":           bb.tcp,
+		"unix":          bb.unixPath,
+		"dns":           bb.dns,
+		"grpc":          bb.grpc,
+		"websocket":     bb.websocket,
+		"icmp":          "127.0.0.1",
 	} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/probe?module="+module+"&target="+url.QueryEscape(target), nil))
@@ -170,6 +199,81 @@ modules:
 		}
 	}
 	return names
+}
+
+// blackboxPeers are local servers for the blackbox probers: an SSH-like
+// banner on TCP and on a unix socket, a DNS server, a gRPC health server
+// and a WebSocket endpoint.
+type blackboxPeers struct {
+	tcp, unixPath, dns, grpc, websocket string
+}
+
+func startBlackboxPeers(t *testing.T) blackboxPeers {
+	t.Helper()
+	var p blackboxPeers
+	banner := func(l net.Listener) {
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, "SSH-2.0-OpenSSH_9.2\r\n")
+				c.Close()
+			}
+		}()
+		t.Cleanup(func() { l.Close() })
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	banner(l)
+	p.tcp = l.Addr().String()
+	p.unixPath = filepath.Join(t.TempDir(), "banner.sock")
+	ul, err := net.Listen("unix", p.unixPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	banner(ul)
+
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := make(chan struct{})
+	ds := &dns.Server{PacketConn: pc, NotifyStartedFunc: func() { close(up) }, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if rr, err := dns.NewRR("example.test. 60 IN A 192.0.2.1"); err == nil {
+			m.Answer = append(m.Answer, rr)
+		}
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = ds.ActivateAndServe() }()
+	<-up
+	t.Cleanup(func() { _ = ds.Shutdown() })
+	p.dns = pc.LocalAddr().String()
+
+	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	go func() { _ = gs.Serve(gl) }()
+	t.Cleanup(gs.Stop)
+	p.grpc = gl.Addr().String()
+
+	ws := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		up := websocket.Upgrader{}
+		if c, err := up.Upgrade(w, r, nil); err == nil {
+			c.Close()
+		}
+	}))
+	t.Cleanup(ws.Close)
+	p.websocket = "ws" + strings.TrimPrefix(ws.URL, "http")
+	return p
 }
 
 // emittedFakeCluster has a pod with a log for k8s_log_errors, a ready
@@ -239,6 +343,21 @@ func (d *describingRegisterer) describe(c prometheus.Collector) {
 	for desc := range ch {
 		if m := fqNameRE.FindStringSubmatch(desc.String()); m != nil {
 			d.names[m[1]] = true
+		}
+	}
+}
+
+// The blackbox probers are in the emitted set too, so an alert or panel
+// on their metrics is checked like the rest.
+func TestBlackboxProbersEmitted(t *testing.T) {
+	names := emittedMetricNames(t)
+	for _, name := range []string{
+		"probe_expect_info", "probe_failed_due_to_regex", "probe_dns_answer_rrs", "probe_dns_duration_seconds",
+		"probe_grpc_healthcheck_response", "probe_grpc_duration_seconds", "probe_websocket_connection_upgraded",
+		"probe_websocket_duration_seconds", "probe_icmp_duration_seconds", "probe_ip_protocol",
+	} {
+		if !names[name] {
+			t.Errorf("%s is not emitted by any prober run", name)
 		}
 	}
 }
