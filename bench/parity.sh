@@ -50,6 +50,18 @@ END {
 		if (work > 0 && (big == "" || work > bigw)) { big = c; bigw = work }
 	}
 	if (goals != "" && small != big) {
-		printf "(2) traefik_parity: time per replica × router, %s / %s\tissue 13 (2), not this change\t%.2f\treported\n", big, small, (median(ns[big]) / bigw) / (median(ns[small]) / smallw) >> goals
+		printf "(2) traefik_parity: time per replica × router, %s / %s\tcost grows only with the work (≤ 1)\t%.2f\t%s\n", big, small, (median(ns[big]) / bigw) / (median(ns[small]) / smallw), (((median(ns[big]) / bigw) / (median(ns[small]) / smallw) <= 1) ? "met" : "not met") >> goals
 	}
+	# Issue 13 (2): the sizes the goal names, with default settings.
+	if (goals != "") {
+		goal("replicas=50/routers=20000", "time", 1000, "< 1 s")
+		goal("replicas=50/routers=20000", "mem", 100, "< 100 MiB")
+		goal("replicas=20/routers=5000", "time", 100, "< 100 ms")
+	}
+}
+function goal(c, what, limit, target,    v, shown) {
+	if (!(c in ns)) { printf "(2) traefik_parity %s %s\t%s\tnot run\tnot met\n", c, what, target >> goals; return }
+	if (what == "time") { v = median(ns[c]) / 1e6; shown = sprintf("%.0f ms [%.0f–%.0f]", v, lo(ns[c]) / 1e6, hi(ns[c]) / 1e6) }
+	else { v = median(by[c]) / 1048576; shown = sprintf("%.1f MiB", v) }
+	printf "(2) traefik_parity %s, %s per probe\t%s\t%s\t%s\n", c, ((what == "time") ? "time" : "allocated memory"), target, shown, ((v < limit) ? "met" : "not met") >> goals
 }'
