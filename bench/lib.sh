@@ -31,3 +31,9 @@ cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
 # field NAME: a number from loadgen's one-line JSON on stdin.
 field() { sed -n "s/.*\"$1\":\([0-9.eE+-]*\).*/\1/p"; }
+
+# verdict "MEDIAN [RANGE]" OP TARGET: met when the median meets the target
+# (OP is >= or <=), "not measured" for n/a.
+verdict() {
+	awk -v m="${1%% *}" -v op="$2" -v t="$3" 'BEGIN {if (m == "n/a") print "not measured"; else if ((op == ">=" && m >= t) || (op == "<=" && m <= t)) print "met"; else print "not met"}'
+}

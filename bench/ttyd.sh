@@ -116,9 +116,6 @@ ratio() {
 			m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
 			printf "%.2f [%.2f–%.2f]", m, a[1], a[NR]}'
 }
-verdict() { # MEASURED OP TARGET
-	awk -v m="${1%% *}" -v op="$2" -v t="$3" 'BEGIN {if (m == "n/a") print "not measured"; else if ((op == ">=" && m >= t) || (op == "<=" && m <= t)) print "met"; else print "not met"}'
-}
 errors=$(awk '{s += $5} END {print s + 0}' "$tmp/results")
 echo "## ttyd_ws vs blackbox_exporter's websocket prober"
 echo

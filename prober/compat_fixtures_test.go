@@ -34,7 +34,7 @@ type testCert struct {
 	serial   *big.Int
 }
 
-func newTestCert(t *testing.T) *testCert {
+func newTestCert(t testing.TB) *testCert {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -78,7 +78,7 @@ type lineServer struct {
 	once  sync.Once
 }
 
-func newLineServer(t *testing.T, network, addr string, serve func(c net.Conn)) *lineServer {
+func newLineServer(t testing.TB, network, addr string, serve func(c net.Conn)) *lineServer {
 	t.Helper()
 	l, err := net.Listen(network, addr)
 	if err != nil {
@@ -176,14 +176,14 @@ func testZone(w dns.ResponseWriter, r *dns.Msg, d *testDNS) {
 	_ = w.WriteMsg(m)
 }
 
-func newTestDNS(t *testing.T) *testDNS {
+func newTestDNS(t testing.TB) *testDNS {
 	return serveTestDNS(t, func(d *testDNS) dns.Handler {
 		return dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) { testZone(w, r, d) })
 	})
 }
 
 // serveTestDNS serves the handler on 127.0.0.1, UDP and TCP on one port.
-func serveTestDNS(t *testing.T, handler func(*testDNS) dns.Handler) *testDNS {
+func serveTestDNS(t testing.TB, handler func(*testDNS) dns.Handler) *testDNS {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {

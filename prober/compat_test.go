@@ -491,7 +491,7 @@ type grpcHealthServer struct {
 	md   metadata.MD
 }
 
-func newGRPCHealthServer(t *testing.T, creds credentials.TransportCredentials) *grpcHealthServer {
+func newGRPCHealthServer(t testing.TB, creds credentials.TransportCredentials) *grpcHealthServer {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -599,7 +599,7 @@ type wsServer struct {
 	header http.Header
 }
 
-func newWSServer(t *testing.T, tlsCert *testCert, serve func(c *websocket.Conn)) *wsServer {
+func newWSServer(t testing.TB, tlsCert *testCert, serve func(c *websocket.Conn)) *wsServer {
 	t.Helper()
 	s := &wsServer{}
 	up := websocket.Upgrader{}

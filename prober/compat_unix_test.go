@@ -16,7 +16,7 @@ import (
 
 // unixSocket serves on dir/name (dir from t.TempDir()) and returns its
 // path; the server stops when the test ends.
-func unixSocket(t *testing.T, dir, name string, serve func(net.Conn)) (string, *lineServer) {
+func unixSocket(t testing.TB, dir, name string, serve func(net.Conn)) (string, *lineServer) {
 	t.Helper()
 	path := filepath.Join(dir, name)
 	if len(path) > maxUnixPath {

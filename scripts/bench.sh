@@ -164,8 +164,9 @@ bb_version=$("$blackbox" --version 2>&1 | head -1)
 goals=$tmp/goals.tsv
 : >"$goals"
 for c in $CONCURRENCY; do
-	printf '(1) http: greybox / floor, CPU per probe, concurrency %s\tissue 13 (1), not this change\t%s\treported\n' "$c" "$(ratio greybox floor "$c" 7)" >>"$goals"
-	printf '(1) http: greybox / floor, probes/s, concurrency %s\tissue 13 (1), not this change\t%s\treported\n' "$c" "$(ratio greybox floor "$c" 4)" >>"$goals"
+	cpu=$(ratio greybox floor "$c" 7) pps=$(ratio greybox floor "$c" 4)
+	printf '(1) http: greybox / floor, CPU per probe, concurrency %s\t≤ 1.4\t%s\t%s\n' "$c" "$cpu" "$(verdict "$cpu" "<=" 1.4)" >>"$goals"
+	printf '(1) http: greybox / floor, probes/s, concurrency %s\t≥ 0.75\t%s\t%s\n' "$c" "$pps" "$(verdict "$pps" ">=" 0.75)" >>"$goals"
 	printf '(1) http: blackbox_exporter / floor, CPU per probe, concurrency %s\tfor scale\t%s\treported\n' "$c" "$(ratio blackbox floor "$c" 7)" >>"$goals"
 done
 refused=$(awk '{s += $11} END {print s + 0}' "$tmp/results")
