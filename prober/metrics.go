@@ -177,15 +177,27 @@ func (m *Metrics) writeGathered(b []byte, openMetrics bool) ([]byte, error) {
 // gauge registers a plain gauge on reg.
 func gauge(reg prometheus.Registerer, name, help string) prometheus.Gauge {
 	f := familyFor(reg, name, help, nil)
-	reg.MustRegister(f)
+	mustRegister(reg, f)
 	return f.child(nil)
 }
 
 // gaugeVec registers a gauge with labels on reg.
 func gaugeVec(reg prometheus.Registerer, name, help string, labels ...string) *gaugeFamily {
 	f := familyFor(reg, name, help, labels)
-	reg.MustRegister(f)
+	mustRegister(reg, f)
 	return f
+}
+
+// mustRegister is reg.MustRegister(f) without the variadic slice that a
+// call through the interface allocates.
+func mustRegister(reg prometheus.Registerer, f *gaugeFamily) {
+	if m, ok := reg.(*Metrics); ok {
+		if err := m.Register(f); err != nil {
+			panic(err)
+		}
+		return
+	}
+	reg.MustRegister(f)
 }
 
 // familyFor makes a family to register on reg: from the probe's own
