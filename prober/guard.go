@@ -374,12 +374,19 @@ func (g *Guard) firstRemote() netip.Addr {
 // noteConnected records a connection's remote address, the first one
 // kept; dialers that do not go through DialContext (QUIC) call it too.
 func (g *Guard) noteConnected(ra net.Addr) {
-	if ra == nil {
+	var ap netip.AddrPort
+	switch a := ra.(type) {
+	case nil:
 		return
-	}
-	ap, err := netip.ParseAddrPort(ra.String())
-	if err != nil {
-		return
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	default:
+		var err error
+		if ap, err = netip.ParseAddrPort(ra.String()); err != nil {
+			return
+		}
 	}
 	g.mu.Lock()
 	if !g.connected.IsValid() {
@@ -448,15 +455,25 @@ func (g *Guard) connFor(c net.Conn) *guardConn {
 	if c == nil || c.LocalAddr() == nil {
 		return nil
 	}
-	local := c.LocalAddr().String()
+	local := c.LocalAddr()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for i := len(g.conns) - 1; i >= 0; i-- {
-		if la := g.conns[i].LocalAddr(); la != nil && la.String() == local {
+		if la := g.conns[i].LocalAddr(); la != nil && sameAddr(la, local) {
 			return g.conns[i]
 		}
 	}
 	return nil
+}
+
+// sameAddr compares two addresses, TCP ones without formatting them.
+func sameAddr(a, b net.Addr) bool {
+	ta, ok1 := a.(*net.TCPAddr)
+	tb, ok2 := b.(*net.TCPAddr)
+	if ok1 && ok2 {
+		return ta.Port == tb.Port && ta.IP.Equal(tb.IP) && ta.Zone == tb.Zone
+	}
+	return a.Network() == b.Network() && a.String() == b.String()
 }
 
 // LimitHeaders arms every connection the guard dials from now on, and
