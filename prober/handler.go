@@ -230,7 +230,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	timeoutGauge := gauge(reg, "probe_timeout_seconds", "The time budget the probe had, in seconds.")
 	timeoutGauge.Set(timeout.Seconds())
 
-	logger.Debug("beginning probe", "prober", module.Prober, "timeout_seconds", timeout.Seconds())
+	logLine(ctx, logger, slog.LevelDebug, "beginning probe", "prober", module.Prober, "timeout_seconds", timeout.Seconds())
 	if hostname != "" {
 		logger.Info("hostname parameter: Host header and TLS server name", "hostname", hostname)
 	}
@@ -240,10 +240,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	durationGauge.Set(elapsed.Seconds())
 	if success {
 		successGauge.Set(1)
-		logger.Debug("probe succeeded", "duration_seconds", elapsed.Seconds())
+		logLine(ctx, logger, slog.LevelDebug, "probe succeeded", "duration_seconds", elapsed.Seconds())
 		h.requests.WithLabelValues(moduleName, resultSuccess).Inc()
 	} else {
-		logger.Debug("probe failed", "duration_seconds", elapsed.Seconds())
+		logLine(ctx, logger, slog.LevelDebug, "probe failed", "duration_seconds", elapsed.Seconds())
 		h.requests.WithLabelValues(moduleName, resultFailure).Inc()
 		if h.opts.LogProber < LogNone {
 			h.opts.Logger.Log(ctx, h.opts.LogProber, "probe failed", "module", moduleName, "target", shown,

@@ -413,7 +413,7 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *Me
 	tr := &httpPhases{}
 	req = req.WithContext(httptrace.WithClientTrace(ctx, tr.trace()))
 
-	logger.Info("making HTTP request", "method", s.Method, "url", u.Redacted())
+	logLine(ctx, logger, slog.LevelInfo, "making HTTP request", "method", s.Method, "url", u.Redacted())
 	resp, err := client.Do(req)
 	// The guard resolves every name (and pins the answer for the dial), so
 	// its lookups are the resolve phase.
@@ -468,7 +468,7 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *Me
 		bodyBytes.Set(float64(n))
 	}
 	version.Set(float64(resp.ProtoMajor) + float64(resp.ProtoMinor)/10)
-	logger.Info("received HTTP response", "status_code", resp.StatusCode, "proto", resp.Proto, "body_bytes", n)
+	logLine(ctx, logger, slog.LevelInfo, "received HTTP response", "status_code", resp.StatusCode, "proto", resp.Proto, "body_bytes", n)
 	if lm := resp.Header.Get("Last-Modified"); lm != "" {
 		if t, err := http.ParseTime(lm); err == nil {
 			gauge(reg, "probe_http_last_modified_timestamp_seconds", "Last-Modified of the response, as a Unix time.").Set(float64(t.Unix()))

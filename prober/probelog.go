@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 )
 
 // LogNone as --log.prober: a failed probe writes nothing to the process log.
@@ -40,6 +41,19 @@ func (h asDebug) Handle(ctx context.Context, r slog.Record) error {
 
 func (h asDebug) WithAttrs(as []slog.Attr) slog.Handler { return asDebug{h.next.WithAttrs(as)} }
 func (h asDebug) WithGroup(name string) slog.Handler    { return asDebug{h.next.WithGroup(name)} }
+
+// logLine is logger.Log without the caller's program counter: a probe's
+// log never shows a source, and runtime.Callers was most of what a line
+// of the hot path cost. For the lines every probe writes.
+func logLine(ctx context.Context, logger *slog.Logger, level slog.Level, msg string, args ...any) {
+	h := logger.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	r := slog.NewRecord(time.Now(), level, msg, 0)
+	r.Add(args...)
+	_ = h.Handle(ctx, r)
+}
 
 // maxReason bounds the one-line failure reason kept per probe.
 const maxReason = 300
