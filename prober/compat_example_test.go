@@ -312,25 +312,10 @@ func newServiceGRPC(t *testing.T) (*grpcHealthServer, error) {
 // Origin: https://example.com, which gorilla's default check refuses).
 func newOriginWSServer(t *testing.T, origin string) *wsServer {
 	t.Helper()
-	s := &wsServer{}
-	up := websocket.Upgrader{CheckOrigin: func(r *http.Request) bool {
+	return startWSServer(t, nil, websocket.Upgrader{CheckOrigin: func(r *http.Request) bool {
 		o := r.Header.Get("Origin")
 		return o == "" || o == origin
-	}}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.header = r.Header.Clone()
-		s.mu.Unlock()
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
-		greetAndEcho(c)
-	}))
-	t.Cleanup(s.Close)
-	return s
+	}}, greetAndEcho)
 }
 
 func TestExampleBlackboxModules(t *testing.T) {

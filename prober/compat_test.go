@@ -601,8 +601,13 @@ type wsServer struct {
 
 func newWSServer(t testing.TB, tlsCert *testCert, serve func(c *websocket.Conn)) *wsServer {
 	t.Helper()
+	return startWSServer(t, tlsCert, websocket.Upgrader{}, serve)
+}
+
+// startWSServer is newWSServer with the upgrader to use (its origin check).
+func startWSServer(t testing.TB, tlsCert *testCert, up websocket.Upgrader, serve func(c *websocket.Conn)) *wsServer {
+	t.Helper()
 	s := &wsServer{}
-	up := websocket.Upgrader{}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/notws" {
 			http.NotFound(w, r)
