@@ -185,14 +185,24 @@ func newTestDNS(t testing.TB) *testDNS {
 // serveTestDNS serves the handler on 127.0.0.1, UDP and TCP on one port.
 func serveTestDNS(t testing.TB, handler func(*testDNS) dns.Handler) *testDNS {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	// UDP and TCP on one port: a UDP port whose TCP twin is taken is
+	// given back and another tried.
+	var (
+		pc  net.PacketConn
+		l   net.Listener
+		err error
+	)
+	for range 20 {
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if l, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
 		pc.Close()
-		t.Skipf("TCP port of the UDP DNS fixture is taken: %v", err)
+	}
+	if err != nil {
+		t.Skipf("no port free for both UDP and TCP: %v", err)
 	}
 	d := &testDNS{addr: pc.LocalAddr().String()}
 	h := handler(d)
