@@ -93,10 +93,10 @@ func NewHistory(size int, maxBytes int64) *History {
 // timestamps and slice headers.
 const entryOverhead = 256
 
-// weigh estimates what e holds in memory: its strings and its metric
-// rendered metrics.
+// weigh estimates what e holds in memory: its strings, its log and its
+// rendered metrics (the module's YAML is the module's, shared).
 func (e *Entry) weigh() int64 {
-	n := int64(entryOverhead + len(e.Module) + len(e.Target) + len(e.Logs) + e.logSize() + len(e.Reason) + len(e.Metrics) + len(e.ModuleYAML))
+	n := int64(entryOverhead + len(e.Module) + len(e.Target) + len(e.Logs) + e.logSize() + len(e.Reason) + len(e.Metrics))
 	return n
 }
 
