@@ -49,9 +49,14 @@ type logScope struct {
 	reasonAttrs []slog.Attr
 }
 
+// newProbeLog keeps up to max bytes of log; with max 0 it keeps only the
+// reason.
 func newProbeLog(max int) *probeLog {
-	l := &probeLog{max: max, records: make([]capturedRecord, 0, 4)}
-	l.own.b.Grow(1024)
+	l := &probeLog{max: max}
+	if max > 0 {
+		l.records = make([]capturedRecord, 0, 4)
+		l.own.b.Grow(1024)
+	}
 	return l
 }
 

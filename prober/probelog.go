@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -58,41 +57,6 @@ func logLine(ctx context.Context, logger *slog.Logger, level slog.Level, msg str
 // maxReason bounds the one-line failure reason kept per probe.
 const maxReason = 300
 
-// reasonCapture keeps the first error-level line of a probe, as one line
-// "message: key=value …": the landing page's "why" and the process log's
-// failure line, without the debug dump.
-type reasonCapture struct {
-	mu     *sync.Mutex
-	reason *string
-	attrs  []slog.Attr // from With, minus the module and target every line has
-	group  string
-}
-
-func newReasonCapture() reasonCapture {
-	return reasonCapture{mu: &sync.Mutex{}, reason: new(string)}
-}
-
-func (c reasonCapture) Reason() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return *c.reason
-}
-
-func (c reasonCapture) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelError }
-
-func (c reasonCapture) Handle(_ context.Context, r slog.Record) error {
-	if r.Level < slog.LevelError {
-		return nil
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if *c.reason != "" {
-		return nil
-	}
-	*c.reason = reasonLine(r, c.group, c.attrs)
-	return nil
-}
-
 // reasonLine is r as a failure reason: "message: key=value …", the
 // attributes from With first, without the module and target every line
 // has, each under group.
@@ -117,19 +81,6 @@ func reasonLine(r slog.Record, group string, with []slog.Attr) string {
 	}
 	r.Attrs(add)
 	return oneLine(truncate(b.String(), maxReason))
-}
-
-func (c reasonCapture) WithAttrs(as []slog.Attr) slog.Handler {
-	c.attrs = append(c.attrs[:len(c.attrs):len(c.attrs)], as...)
-	return c
-}
-
-func (c reasonCapture) WithGroup(name string) slog.Handler {
-	if c.group != "" {
-		name = c.group + "." + name
-	}
-	c.group = name
-	return c
 }
 
 func truncate(s string, n int) string {

@@ -236,8 +236,8 @@ func viaRun(ctx context.Context, fn ProbeFunc, target string, module config.Modu
 	if r.pod != "" {
 		attrs = append(attrs, slog.String("pod", r.pod))
 	}
-	capture := newReasonCapture()
-	sublog := slog.New(slog.NewMultiHandler(replicaLines{logger.Handler().WithAttrs(attrs)}, capture))
+	capture := newProbeLog(0) // the replica's first error line, redacted
+	sublog := slog.New(slog.NewMultiHandler(replicaLines{logger.Handler().WithAttrs(attrs)}, capture.handler()))
 	subEnv := env
 	subEnv.Guard = sub
 	r.reg = NewMetrics()
