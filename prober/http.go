@@ -268,9 +268,6 @@ type httpPhases struct {
 	firstByte                            time.Time
 	current                              string
 	tlsOpen                              bool
-	// remote is the address of the first connection: the target's (or its
-	// proxy's), before any redirect.
-	remote netip.Addr
 }
 
 func (p *httpPhases) set(f func()) {
