@@ -394,9 +394,9 @@ func fetchParityList(ctx context.Context, client *http.Client, s *TraefikParityS
 				seen.addTo(r)
 				return nil
 			}
-			pg := &parityPageRouters{providers: map[string]int{}}
-			if mine {
-				pg = seen
+			pg := seen // mine to parse, or nil: the first parse failed or ctx ended
+			if !mine {
+				pg = &parityPageRouters{providers: map[string]int{}}
 			}
 			err = sc.routers(body, func(rt *parityRouter) {
 				if rt.Provider == "internal" || (!s.IgnoreRouters.IsZero() && s.IgnoreRouters.Match(rt.Name)) {

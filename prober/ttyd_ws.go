@@ -289,13 +289,8 @@ func probeTTYDWS(ctx context.Context, target string, module config.Module, reg *
 		deadline, _ = ctx.Deadline()
 	}
 
-	phases := newGaugeVec("probe_ttyd_ws_duration_seconds", "Duration of each phase of the terminal session.", "phase")
-	reg.MustRegister(phases)
-	g := func(name, help string) prometheus.Gauge {
-		m := newGauge(name, help)
-		reg.MustRegister(m)
-		return m
-	}
+	phases := gaugeVec(reg, "probe_ttyd_ws_duration_seconds", "Duration of each phase of the terminal session.", "phase")
+	g := func(name, help string) prometheus.Gauge { return gauge(reg, name, help) }
 	routed := func(v bool) {
 		g("probe_ttyd_ws_routed", "0 when the reverse proxy answered its own \"404 page not found\" (no router), else 1.").Set(boolValue(v))
 	}
