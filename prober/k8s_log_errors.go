@@ -243,13 +243,13 @@ func probeK8sLogErrors(ctx context.Context, target string, module config.Module,
 	podLabels := []string{"namespace", "pod"}
 	ctrLabels := []string{"namespace", "pod", "container"}
 	var (
-		ready     = k8sGaugeVec("probe_k8s_log_pod_ready", "Whether the pod is Running and Ready.", podLabels)
-		restarts  = k8sGaugeVec("probe_k8s_log_pod_restarts", "Restart count of the scanned container.", ctrLabels)
-		matched   = k8sGaugeVec("probe_k8s_log_matched_lines", "Log lines inside the window that matched any pattern (current plus, with previous, the previous container's).", ctrLabels)
-		bytesRead = k8sGaugeVec("probe_k8s_log_scanned_bytes", "Log bytes read.", ctrLabels)
-		lines     = k8sGaugeVec("probe_k8s_log_scanned_lines", "Log lines read.", ctrLabels)
-		truncated = k8sGaugeVec("probe_k8s_log_truncated", "1 if a log stream reached limit_bytes, so later lines were not scanned.", ctrLabels)
-		resumed   = k8sGaugeVec("probe_k8s_log_incremental", "incremental mode: 1 if this scrape read only the lines after the previous one, 0 if it read the whole window.", ctrLabels)
+		ready     = newGaugeVec("probe_k8s_log_pod_ready", "Whether the pod is Running and Ready.", podLabels...)
+		restarts  = newGaugeVec("probe_k8s_log_pod_restarts", "Restart count of the scanned container.", ctrLabels...)
+		matched   = newGaugeVec("probe_k8s_log_matched_lines", "Log lines inside the window that matched any pattern (current plus, with previous, the previous container's).", ctrLabels...)
+		bytesRead = newGaugeVec("probe_k8s_log_scanned_bytes", "Log bytes read.", ctrLabels...)
+		lines     = newGaugeVec("probe_k8s_log_scanned_lines", "Log lines read.", ctrLabels...)
+		truncated = newGaugeVec("probe_k8s_log_truncated", "1 if a log stream reached limit_bytes, so later lines were not scanned.", ctrLabels...)
+		resumed   = newGaugeVec("probe_k8s_log_incremental", "incremental mode: 1 if this scrape read only the lines after the previous one, 0 if it read the whole window.", ctrLabels...)
 	)
 	reg.MustRegister(ready, restarts, matched, bytesRead, lines, truncated)
 	if s.Incremental {
@@ -429,7 +429,7 @@ func k8sDependencies(ctx context.Context, client kubernetes.Interface, s *K8sLog
 	if len(s.Dependencies) == 0 {
 		return true
 	}
-	depReady := k8sGaugeVec("probe_k8s_dependency_ready", "Whether the named dependency is ready (absent when its state could not be read).", []string{"dependency"})
+	depReady := newGaugeVec("probe_k8s_dependency_ready", "Whether the named dependency is ready (absent when its state could not be read).", "dependency")
 	reg.MustRegister(depReady)
 	ok := true
 	for _, cfgDep := range s.Dependencies {
@@ -447,10 +447,6 @@ func k8sDependencies(ctx context.Context, client kubernetes.Interface, s *K8sLog
 		logger.Info("dependency", "dependency", d.Name, "object", d.String(), "ready", isReady, "reason", reason)
 	}
 	return ok
-}
-
-func k8sGaugeVec(name, help string, labels []string) *gaugeFamily {
-	return newGaugeVec(name, help, labels...)
 }
 
 func (s *K8sLogErrorsSettings) clock() time.Time {
