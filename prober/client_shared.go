@@ -41,7 +41,7 @@ func dialFromRequest(ctx context.Context, network, addr string) (net.Conn, error
 	return dial(ctx, network, addr)
 }
 
-// sharedHTTPClient returns a probe's client built on the module's shared
+// probeClient returns a probe's client built on the module's shared
 // one when the module allows it, else nil.
 func (sc *sharedClient) probeClient(ctx context.Context, cfg config.HTTPClientConfig, env Env, name string, dial dialFunc) (*http.Client, error) {
 	if sc == nil || cfg.OAuth2 != nil || cfg.ProxyURL.URL != nil || cfg.ProxyFromEnvironment {
