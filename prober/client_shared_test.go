@@ -100,3 +100,42 @@ func TestSharedClientHTTPSRedirect(t *testing.T) {
 	mustMetric(t, r.reg, "probe_http_status_code", nil, 302)
 	mustMetric(t, r.reg, "probe_http_ssl", nil, 0)
 }
+
+// A module with nothing for common to wrap around its transport but the
+// User-Agent gets a transport of greybox's own (bareTransport, without
+// go-conntrack); the request a target receives from it is the one common's
+// transport sends, header for header.
+func TestSharedClientBareTransportSendsCommonsRequest(t *testing.T) {
+	seen := make(chan http.Header, 1)
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Clone()
+		h.Del("Authorization")
+		h.Set("X-Proto", r.Proto)
+		seen <- h
+		fmt.Fprint(w, "ok")
+	}))
+	defer target.Close()
+	headersFor := func(module string) http.Header {
+		t.Helper()
+		m := testModule(t, module)
+		if r := runProbeDirect(t, ProbeHTTP, target.URL, m, Env{}); !r.ok {
+			t.Fatalf("%s: probe failed:\n%s", module, r.logs)
+		}
+		return <-seen
+	}
+	plain := "prober: http\ntimeout: 5s"
+	withAuth := "prober: http\ntimeout: 5s\nhttp:\n  http_client_config: {basic_auth: {username: u, password: p}}"
+	if !bare(testModule(t, plain).Settings.(*HTTPSettings).HTTPClientConfig.HTTPClientConfig) {
+		t.Fatal("a module without credentials or headers does not get the bare transport")
+	}
+	if bare(testModule(t, withAuth).Settings.(*HTTPSettings).HTTPClientConfig.HTTPClientConfig) {
+		t.Fatal("a module with basic_auth gets the bare transport")
+	}
+	got, want := headersFor(plain), headersFor(withAuth)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("bare transport sent headers\n%v\ncommon's transport sent\n%v", got, want)
+	}
+	if got.Get("User-Agent") != UserAgent {
+		t.Errorf("User-Agent %q, want %q", got.Get("User-Agent"), UserAgent)
+	}
+}

@@ -55,6 +55,10 @@ type Guard struct {
 	// replica, when set, is the one address (host:port) every connection
 	// is dialled to: see Through.
 	replica string
+	// stop cancels the close armed for the probe's end, and subs are the
+	// guards Through made: see Finish.
+	stop func() bool
+	subs []*Guard
 }
 
 // NewGuard returns the guard for one probe, whose connections all close
@@ -62,8 +66,25 @@ type Guard struct {
 func NewGuard(probe context.Context, allow config.Allowlist) *Guard {
 	g := &Guard{allow: allow, resolver: net.DefaultResolver, probe: probe,
 		pinned: map[string][]netip.Addr{}, approved: map[netip.Addr]bool{}}
-	context.AfterFunc(probe, func() { time.AfterFunc(guardBackstop, g.closeAll) })
+	g.stop = context.AfterFunc(probe, func() { time.AfterFunc(guardBackstop, g.closeAll) })
 	return g
+}
+
+// Finish closes every connection of a probe whose prober has returned,
+// this guard's and its sub-guards'. It is the common end of a probe: the
+// close armed for the context's end then never runs, and that close costs
+// two goroutines and a timer per probe, a tenth of a plain HTTP probe's
+// CPU above the floor under load. Dials after Finish are refused.
+func (g *Guard) Finish() {
+	g.stop()
+	g.closeAll()
+	g.mu.Lock()
+	subs := g.subs
+	g.subs = nil
+	g.mu.Unlock()
+	for _, s := range subs {
+		s.Finish()
+	}
 }
 
 // Through returns the guard for one sub-probe sent through one replica of
@@ -83,6 +104,7 @@ func (g *Guard) Through(replica string) *Guard {
 	for a := range g.approved {
 		c.approved[a] = true
 	}
+	g.subs = append(g.subs, c)
 	g.mu.Unlock()
 	return c
 }

@@ -60,3 +60,50 @@ func isForbidden(err error) bool {
 	var fe *config.ForbiddenError
 	return errors.As(err, &fe)
 }
+
+// Finish, the end of a probe whose prober returned, closes its
+// connections and its sub-guards' at once, refuses later dials, and leaves
+// nothing armed for the context's end.
+func TestGuardFinish(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	g := NewGuard(ctx, config.Allowlist{})
+	sub := g.Through(l.Addr().String())
+	conns := make([]net.Conn, 0, 2)
+	for _, d := range []*Guard{g, sub} {
+		c, err := d.DialContext(ctx, "tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	g.Finish()
+	for i, c := range conns {
+		if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("connection %d after Finish: write %v, want net.ErrClosed", i, err)
+		}
+	}
+	for i, d := range []*Guard{g, sub} {
+		if c, err := d.DialContext(ctx, "tcp", l.Addr().String()); err == nil {
+			c.Close()
+			t.Errorf("guard %d dialled after Finish", i)
+		}
+		if d.stop() {
+			t.Errorf("guard %d: the close for the context's end is still armed after Finish", i)
+		}
+	}
+}

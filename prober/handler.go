@@ -201,6 +201,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	env := Env{Guard: NewGuard(ctx, module.AllowedTargets), Kube: h.opts.Kube, Bodies: h.bodies}
+	// Runs before cancel: a probe that has answered closes what it left
+	// open now, without the backstop armed for a prober still running.
+	defer env.Guard.Finish()
 	if h.opts.Resolver != nil {
 		env.Guard.resolver = h.opts.Resolver
 	}

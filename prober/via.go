@@ -222,6 +222,7 @@ func viaRun(ctx context.Context, fn ProbeFunc, target string, module config.Modu
 	start := time.Now()
 	defer func() { r.duration = time.Since(start) }()
 	sub := env.Guard.Through(r.addr)
+	defer sub.Finish()
 	host, _, _ := net.SplitHostPort(r.addr)
 	if _, err := sub.Resolve(ctx, host); err != nil {
 		var fe *config.ForbiddenError
