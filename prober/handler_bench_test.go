@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -34,8 +35,52 @@ func BenchmarkHandlerHTTP(b *testing.B) {
 func BenchmarkHandlerFloor(b *testing.B) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }))
 	defer srv.Close()
+	floor := floorHandler()
+	url := "/probe?target=" + srv.URL
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := get(floor, url, nil)
+		if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "probe_success 1") {
+			b.Fatalf("probe: %d %s", rec.Code, rec.Body)
+		}
+	}
+}
+
+// The two under concurrency (8 probes at once on 2 cores, as `make bench`
+// loads them at concurrency 8): costs that only show when probes overlap,
+// such as GC marking and scheduling, count here.
+func BenchmarkHandlerHTTPParallel(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }))
+	defer srv.Close()
+	h, _, _ := newTestHandler(b, "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n", 100)
+	benchParallel(b, h, "/probe?module=http_2xx&target="+srv.URL)
+}
+
+func BenchmarkHandlerFloorParallel(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }))
+	defer srv.Close()
+	floor := floorHandler()
+	benchParallel(b, floor, "/probe?target="+srv.URL)
+}
+
+func benchParallel(b *testing.B, h http.Handler, url string) {
+	b.ReportAllocs()
+	b.SetParallelism(8 / max(1, runtime.GOMAXPROCS(0)))
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			rec := get(h, url, nil)
+			if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "probe_success 1") {
+				b.Errorf("probe: %d %s", rec.Code, rec.Body)
+				return
+			}
+		}
+	})
+}
+
+// floorHandler is bench/cmd/floor's handler.
+func floorHandler() http.Handler {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	floor := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start, ok := time.Now(), 0
 		if resp, err := client.Get(r.URL.Query().Get("target")); err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
@@ -46,12 +91,4 @@ func BenchmarkHandlerFloor(b *testing.B) {
 		}
 		fmt.Fprintf(w, "probe_duration_seconds %g\nprobe_success %d\nprobe_http_status_code 200\n", time.Since(start).Seconds(), ok)
 	})
-	url := "/probe?target=" + srv.URL
-	b.ReportAllocs()
-	for b.Loop() {
-		rec := get(floor, url, nil)
-		if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "probe_success 1") {
-			b.Fatalf("probe: %d %s", rec.Code, rec.Body)
-		}
-	}
 }

@@ -42,6 +42,7 @@ func run() int {
 		maxBodyMemory   = app.Flag("probes.max-body-memory", "Response bytes all probes in flight may hold in memory at once; a probe that would pass it fails.").Default("64MiB").Bytes()
 		historySize     = app.Flag("history.limit", "Recent probes kept for the landing page and /logs (failures are kept as many again).").Default("100").Int()
 		historyBytes    = app.Flag("history.max-bytes", "Memory history may hold in all (logs, targets, metrics); past it the oldest probes go, successes first.").Default("16MiB").Bytes()
+		gcHeapFloor     = app.Flag("runtime.gc-heap-floor", "Heap size below which the garbage collector does not run: a probe's garbage then does not make it mark greybox's fixed heap every few dozen probes. 0 leaves Go's pacing; GOGC in the environment overrides it.").Default("32MiB").Bytes()
 		shutdownTimeout = app.Flag("web.shutdown-timeout", "How long in-flight probes may take to finish after SIGTERM.").Default("15s").Duration()
 		externalURL     = app.Flag("web.external-url", "URL under which greybox is reached (behind a reverse proxy, say); links on its pages use its path.").Default("").String()
 		routePrefix     = app.Flag("web.route-prefix", "Path prefix the endpoints are served under. Defaults to --web.external-url's path.").Default("").String()
@@ -57,6 +58,7 @@ func run() int {
 		return 2
 	}
 	logger := promslog.New(logCfg)
+	heapFloor(uint64(*gcHeapFloor), os.Getenv("GOGC"), logger)
 	extURL, prefix, err := webPaths(*externalURL, *routePrefix)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
