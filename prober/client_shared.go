@@ -59,13 +59,12 @@ func (sc *sharedClient) probeClient(ctx context.Context, cfg config.HTTPClientCo
 		return nil, sc.err
 	}
 	client := *sc.client // its CheckRedirect (follow_redirects) and timeouts
-	client.Transport = env.Guard.Transport(&splitTransport{
+	client.Transport = &guardTransport{g: env.Guard, dial: dial, next: &splitTransport{
 		shared: sc.client.Transport,
-		dial:   dial,
 		own: func() (*http.Client, error) {
 			return newHTTPClient(ctx, cfg, env, name, false, dial)
 		},
-	}, nil)
+	}}
 	return &client, nil
 }
 
@@ -94,19 +93,18 @@ func bareTransport() *http.Transport {
 }
 
 // splitTransport sends plain-HTTP requests through the module's shared
-// transport with the probe's dial, and the rest through a client of the
-// probe's own, built when the first such request (an HTTPS redirect, say)
-// comes.
+// transport (the guardTransport above it has put the probe's dial in their
+// context), and the rest through a client of the probe's own, built when
+// the first such request (an HTTPS redirect, say) comes.
 type splitTransport struct {
 	shared http.RoundTripper
-	dial   dialFunc
 	own    func() (*http.Client, error)
 	ownRT  http.RoundTripper
 }
 
 func (t *splitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme == "http" {
-		return t.shared.RoundTrip(req.WithContext(context.WithValue(req.Context(), probeDialKey{}, t.dial)))
+		return t.shared.RoundTrip(req)
 	}
 	if t.ownRT == nil {
 		c, err := t.own()

@@ -180,8 +180,11 @@ func (g *Guard) Resolve(ctx context.Context, host string) ([]netip.Addr, error) 
 	if ok {
 		return addrs, nil
 	}
-	ctx, cancel := g.bound(ctx)
-	defer cancel()
+	if ctx.Done() != g.probe.Done() { // not the probe's context, or a value on it
+		var cancel context.CancelFunc
+		ctx, cancel = g.bound(ctx)
+		defer cancel()
+	}
 	start := time.Now()
 	addrs, err = g.allow.Resolve(ctx, g.resolver, host)
 	g.addLookup(start)
@@ -304,6 +307,10 @@ type guardTransport struct {
 	g     *Guard
 	next  http.RoundTripper
 	proxy ProxyFunc
+	// dial, when set, goes into the request's context for a module's
+	// shared transport (dialFromRequest): in the one copy of the request
+	// this transport makes anyway.
+	dial dialFunc
 }
 
 func (t *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -325,7 +332,11 @@ func (t *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			conn.arm(MaxResponseHeaderBytes + headerReadAhead)
 		}
 	}}
-	resp, err := t.next.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	ctx := httptrace.WithClientTrace(req.Context(), trace)
+	if t.dial != nil {
+		ctx = context.WithValue(ctx, probeDialKey{}, t.dial)
+	}
+	resp, err := t.next.RoundTrip(req.WithContext(ctx))
 	if conn != nil {
 		conn.disarm()
 	}

@@ -1,6 +1,7 @@
 package prober
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -257,7 +258,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// The text form serves both the history and, for most scrapers, the
 	// answer: one rendering per probe.
-	text, textErr := reg.writeText(make([]byte, 0, 4096), false)
+	text, textErr := renderText(reg)
 	if textErr != nil {
 		logger.Error("gathering probe metrics failed", "err", textErr)
 	}
@@ -329,6 +330,22 @@ func negotiate(h http.Header) expfmt.Format {
 	}
 	formats.Unlock()
 	return f
+}
+
+// textBufs are scratch buffers for rendering a probe's answer: the history
+// keeps an exact-size copy, which for a plain HTTP probe (2.6 KB) is a
+// size class below the 4 KiB a fresh buffer took.
+var textBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+func renderText(reg *Metrics) ([]byte, error) {
+	bp := textBufs.Get().(*[]byte)
+	out, err := reg.writeText((*bp)[:0], false)
+	text := bytes.Clone(out)
+	if cap(out) <= 64<<10 { // a traefik_parity answer can be large; keep no such buffer
+		*bp = out[:0]
+		textBufs.Put(bp)
+	}
+	return text, err
 }
 
 // InFlight is the number of probes running now, answered or not.

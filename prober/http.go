@@ -392,7 +392,8 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *Me
 	} else if s.bodyFromFile != "" {
 		body = strings.NewReader(s.bodyFromFile)
 	}
-	req, err := http.NewRequestWithContext(ctx, s.Method, u.String(), body)
+	tr := &httpPhases{}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, tr.trace()), s.Method, u.String(), body)
 	if err != nil {
 		logger.Error("building request failed", "err", err)
 		return false
@@ -407,8 +408,6 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *Me
 	if s.acceptEncoding != "" {
 		req.Header.Set("Accept-Encoding", s.acceptEncoding)
 	}
-	tr := &httpPhases{}
-	req = req.WithContext(httptrace.WithClientTrace(ctx, tr.trace()))
 
 	logLine(ctx, logger, slog.LevelInfo, "making HTTP request", "method", s.Method, "url", u.Redacted())
 	resp, err := client.Do(req)
