@@ -18,17 +18,20 @@ import (
 // too: it is checked here, and its request (which prometheus/common makes
 // on a context of its own) dials through the guard like the rest.
 func NewHTTPClient(ctx context.Context, cfg config.HTTPClientConfig, env Env, name string, keepAlive bool) (*http.Client, error) {
-	return newHTTPClient(ctx, cfg, env, name, keepAlive, env.Guard.DialContext)
+	return newHTTPClient(ctx, cfg, env, name, UserAgent, keepAlive, env.Guard.DialContext)
 }
 
-// newHTTPClient is NewHTTPClient with the dial to use: the guard's, or
+// newHTTPClient is NewHTTPClient with the User-Agent every request (the
+// oauth2 token request too) carries, and the dial to use: the guard's, or
 // one that keeps its promises (http's chosen address and source).
-func newHTTPClient(ctx context.Context, cfg config.HTTPClientConfig, env Env, name string, keepAlive bool, dial func(context.Context, string, string) (net.Conn, error)) (*http.Client, error) {
+// prometheus/common sets the User-Agent after the prober's own headers,
+// so an http module's User-Agent header reaches here as ua.
+func newHTTPClient(ctx context.Context, cfg config.HTTPClientConfig, env Env, name, ua string, keepAlive bool, dial func(context.Context, string, string) (net.Conn, error)) (*http.Client, error) {
 	c := cfg.HTTPClientConfig
 	// Proxy() memoises into c, a copy, so the transport common builds and
 	// the guard's check use the same choice of proxy.
 	proxy := ProxyFunc(c.ProxyConfig.Proxy())
-	opts := []pconfig.HTTPClientOption{pconfig.WithUserAgent(UserAgent), pconfig.WithDialContextFunc(dial)}
+	opts := []pconfig.HTTPClientOption{pconfig.WithUserAgent(ua), pconfig.WithDialContextFunc(dial)}
 	if !keepAlive {
 		opts = append(opts, pconfig.WithKeepAlivesDisabled())
 	}

@@ -44,15 +44,16 @@ func dialFromRequest(ctx context.Context, network, addr string) (net.Conn, error
 
 // probeClient returns a probe's client built on the module's shared
 // one when the module allows it, else nil.
-func (sc *sharedClient) probeClient(ctx context.Context, cfg config.HTTPClientConfig, env Env, name string, dial dialFunc) (*http.Client, error) {
+func (sc *sharedClient) probeClient(ctx context.Context, cfg config.HTTPClientConfig, env Env, name, ua string, dial dialFunc) (*http.Client, error) {
 	if sc == nil || cfg.OAuth2 != nil || cfg.ProxyURL.URL != nil || cfg.ProxyFromEnvironment {
 		return nil, nil
 	}
 	sc.once.Do(func() {
 		sc.client, sc.err = pconfig.NewClientFromConfig(cfg.HTTPClientConfig, name,
-			pconfig.WithUserAgent(UserAgent), pconfig.WithDialContextFunc(dialFromRequest), pconfig.WithKeepAlivesDisabled())
+			pconfig.WithUserAgent(ua), pconfig.WithDialContextFunc(dialFromRequest), pconfig.WithKeepAlivesDisabled())
 		if sc.err == nil && bare(cfg.HTTPClientConfig) {
-			sc.client.Transport = pconfig.NewUserAgentRoundTripper(UserAgent, bareTransport())
+			// ProbeHTTP sets the User-Agent on its request itself.
+			sc.client.Transport = bareTransport()
 		}
 	})
 	if sc.err != nil {
@@ -62,7 +63,7 @@ func (sc *sharedClient) probeClient(ctx context.Context, cfg config.HTTPClientCo
 	client.Transport = &guardTransport{g: env.Guard, dial: dial, next: &splitTransport{
 		shared: sc.client.Transport,
 		own: func() (*http.Client, error) {
-			return newHTTPClient(ctx, cfg, env, name, false, dial)
+			return newHTTPClient(ctx, cfg, env, name, ua, false, dial)
 		},
 	}}
 	return &client, nil
@@ -70,7 +71,9 @@ func (sc *sharedClient) probeClient(ctx context.Context, cfg config.HTTPClientCo
 
 // bare reports whether common would wrap nothing but the User-Agent
 // around a plain-HTTP transport for cfg (no credentials, headers, oauth2 or
-// proxy): the shared client then uses bareTransport under it.
+// proxy): the shared client is then bareTransport, and the User-Agent the
+// request's own (ProbeHTTP sets it; common's wrapper would clone the
+// request to set it again).
 func bare(cfg pconfig.HTTPClientConfig) bool {
 	return cfg.BasicAuth == nil && cfg.Authorization == nil && cfg.BearerToken == "" && cfg.BearerTokenFile == "" &&
 		cfg.OAuth2 == nil && cfg.HTTPHeaders == nil && cfg.ProxyURL.URL == nil && !cfg.ProxyFromEnvironment

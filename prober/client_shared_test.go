@@ -139,3 +139,41 @@ func TestSharedClientBareTransportSendsCommonsRequest(t *testing.T) {
 		t.Errorf("User-Agent %q, want %q", got.Get("User-Agent"), UserAgent)
 	}
 }
+
+// A module's User-Agent header is the one sent, as in blackbox, whichever
+// client carries the request: the bare shared one, common's chain (basic
+// auth), or the probe's own after a redirect to HTTPS. Without one it is
+// greybox's.
+func TestHTTPModuleUserAgent(t *testing.T) {
+	cert := newTestCert(t)
+	agents := make(chan string, 4)
+	record := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		agents <- r.Header.Get("User-Agent")
+		fmt.Fprint(w, "ok")
+	})
+	tlsTarget := httptest.NewUnstartedServer(record)
+	tlsTarget.TLS = cert.serverConfig()
+	tlsTarget.StartTLS()
+	defer tlsTarget.Close()
+	plain := httptest.NewServer(record)
+	defer plain.Close()
+	redirect := httptest.NewServer(http.RedirectHandler(tlsTarget.URL+"/", http.StatusFound))
+	defer redirect.Close()
+	tls := fmt.Sprintf("tls_config: {ca_file: %s, server_name: greybox.test}", cert.caFile)
+	for _, c := range []struct {
+		name, module, target, want string
+	}{
+		{"bare", "prober: http\nhttp: {headers: {user-agent: custom/1}}", plain.URL, "custom/1"},
+		{"basic auth", "prober: http\nhttp: {headers: {User-Agent: custom/2}, http_client_config: {basic_auth: {username: u, password: p}}}", plain.URL, "custom/2"},
+		{"redirect to https", "prober: http\nhttp: {headers: {User-Agent: custom/3}, http_client_config: {" + tls + "}}", redirect.URL, "custom/3"},
+		{"default", "prober: http", plain.URL, UserAgent},
+	} {
+		m := testModule(t, "timeout: 5s\n"+c.module)
+		if r := runProbeDirect(t, ProbeHTTP, c.target, m, Env{}); !r.ok {
+			t.Fatalf("%s: probe failed:\n%s", c.name, r.logs)
+		}
+		if got := <-agents; got != c.want {
+			t.Errorf("%s: User-Agent %q, want %q", c.name, got, c.want)
+		}
+	}
+}

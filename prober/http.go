@@ -69,6 +69,7 @@ type HTTPSettings struct {
 	ipProtocol     IPProtocol
 	source         netip.Addr
 	acceptEncoding string // sent when compression is set and headers do not say
+	userAgent      string // the module's User-Agent header; "" for UserAgent
 	celMatch       *celProgram
 	celNotMatch    *celProgram
 	shared         *sharedClient // plain-HTTP requests' client, built on first use
@@ -152,6 +153,11 @@ func (s *HTTPSettings) Validate() error {
 	if s.NoFollowRedirects != nil {
 		s.HTTPClientConfig.FollowRedirects = !*s.NoFollowRedirects
 	}
+	for k, v := range s.Headers {
+		if textproto.CanonicalMIMEHeaderKey(k) == "User-Agent" {
+			s.userAgent = string(v) // as in blackbox, the module's wins
+		}
+	}
 	if err := s.validateCompression(); err != nil {
 		return err
 	}
@@ -197,6 +203,14 @@ func (s *HTTPSettings) ReadFiles(dir string) error {
 
 // maxBodyFile bounds body_file: it is held in memory for every probe.
 const maxBodyFile = 16 << 20
+
+// agent is the User-Agent the module's requests carry.
+func (s *HTTPSettings) agent() string {
+	if s.userAgent != "" {
+		return s.userAgent
+	}
+	return UserAgent
+}
 
 // validateCompression checks compression and, as blackbox does, that an
 // Accept-Encoding header the module sets accepts it.
@@ -358,10 +372,10 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *Me
 	}
 	var client *http.Client
 	if !s.EnableHTTP3 {
-		client, err = s.shared.probeClient(ctx, s.HTTPClientConfig, env, "http_probe", dial)
+		client, err = s.shared.probeClient(ctx, s.HTTPClientConfig, env, "http_probe", s.agent(), dial)
 	}
 	if client == nil && err == nil {
-		client, err = newHTTPClient(ctx, s.HTTPClientConfig, env, "http_probe", false, dial)
+		client, err = newHTTPClient(ctx, s.HTTPClientConfig, env, "http_probe", s.agent(), false, dial)
 	}
 	if err != nil {
 		logger.Error("building HTTP client failed", "err", err)
@@ -398,6 +412,7 @@ func ProbeHTTP(ctx context.Context, target string, module config.Module, reg *Me
 		logger.Error("building request failed", "err", err)
 		return false
 	}
+	req.Header["User-Agent"] = []string{s.agent()} // the module's header, if any, is among these
 	for k, v := range s.Headers {
 		if strings.EqualFold(k, "Host") {
 			req.Host = v

@@ -133,7 +133,7 @@ func fetchTTYDToken(ctx context.Context, base *url.URL, hc config.HTTPClientConf
 		err    error
 	)
 	if keep != nil {
-		client, err = newHTTPClient(ctx, hc, env, "ttyd_token", true, keep.dial)
+		client, err = newHTTPClient(ctx, hc, env, "ttyd_token", UserAgent, true, keep.dial)
 	} else {
 		client, err = NewHTTPClient(ctx, hc, env, "ttyd_token", false)
 	}

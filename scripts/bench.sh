@@ -11,7 +11,7 @@
 #
 # Loopback only. Needs go, prometheus-blackbox-exporter (.ci/run installs it)
 # and Linux /proc; ripgrep for the log-scan goal (else reported n/a). Runs
-# are interleaved (the three servers in a rotating order each round) so that
+# are interleaved (the servers in a rotating order each round) so that
 # machine noise and ordering hit all alike; the report gives medians over
 # rounds and the median of the per-round ratios with their range.
 # A 503 in any run fails the run: refused requests are not probes.
@@ -74,8 +74,16 @@ gb_port=$(free_port)
 	>"$tmp/greybox.log" 2>&1 &
 gb_pid=$!
 pids+=("$gb_pid")
+# The same greybox with Go's own GC pacing, to show what the heap floor buys
+# and what it costs in memory.
+nf_port=$(free_port)
+while [[ "$nf_port" == "$gb_port" ]]; do nf_port=$(free_port); done
+"$tmp/greybox" --config.file="$tmp/greybox.yml" --web.listen-address="127.0.0.1:$nf_port" --runtime.gc-heap-floor=0 \
+	>"$tmp/greybox_nofloor.log" 2>&1 &
+nf_pid=$!
+pids+=("$nf_pid")
 bb_port=$(free_port)
-while [[ "$bb_port" == "$gb_port" ]]; do bb_port=$(free_port); done
+while [[ "$bb_port" == "$gb_port" || "$bb_port" == "$nf_port" ]]; do bb_port=$(free_port); done
 "$blackbox" --config.file="$tmp/blackbox.yml" --web.listen-address="127.0.0.1:$bb_port" \
 	>"$tmp/blackbox.log" 2>&1 &
 bb_pid=$!
@@ -92,9 +100,11 @@ url[greybox]="http://127.0.0.1:$gb_port/probe?module=http_2xx&target=$enc_target
 url[blackbox]="http://127.0.0.1:$bb_port/probe?module=http_2xx&target=$enc_target"
 url[floor]="http://$(head -1 "$tmp/floor.addr")/probe?target=$enc_target"
 pid[greybox]=$gb_pid
+url[greybox_nofloor]="http://127.0.0.1:$nf_port/probe?module=http_2xx&target=$enc_target"
+pid[greybox_nofloor]=$nf_pid
 pid[blackbox]=$bb_pid
 pid[floor]=$fl_pid
-names=(greybox blackbox floor)
+names=(greybox blackbox floor greybox_nofloor)
 
 clk_tck=$(getconf CLK_TCK)
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
@@ -168,6 +178,7 @@ for c in $CONCURRENCY; do
 	printf '(1) http: greybox / floor, CPU per probe, concurrency %s\t≤ 1.4\t%s\t%s\n' "$c" "$cpu" "$(verdict "$cpu" "<=" 1.4)" >>"$goals"
 	printf '(1) http: greybox / floor, probes/s, concurrency %s\t≥ 0.75\t%s\t%s\n' "$c" "$pps" "$(verdict "$pps" ">=" 0.75)" >>"$goals"
 	printf '(1) http: blackbox_exporter / floor, CPU per probe, concurrency %s\tfor scale\t%s\treported\n' "$c" "$(ratio blackbox floor "$c" 7)" >>"$goals"
+	printf '(1) http: greybox with --runtime.gc-heap-floor=0 / floor, CPU per probe, concurrency %s\tfor scale\t%s\treported\n' "$c" "$(ratio greybox_nofloor floor "$c" 7)" >>"$goals"
 done
 refused=$(awk '{s += $11} END {print s + 0}' "$tmp/results")
 printf '(6) loadgen: 503 answers in all http runs (a run with any fails)\t0\t%s\t%s\n' "$refused" "$([[ $refused == 0 ]] && echo met || echo "not met")" >>"$goals"
@@ -178,7 +189,7 @@ printf '(6) loadgen: 503 answers in all http runs (a run with any fails)\t0\t%s\
 	echo "connection per probe: greybox and blackbox_exporter with an equivalent \`http_2xx\` module (any 2xx,"
 	echo "\`fail_if_body_matches_regexp\`), and \`bench/cmd/floor\`, the least a probe server can do (parse \`target\`, one"
 	echo "GET, three metric lines). \`bench/cmd/loadgen\` keeps a fixed number of concurrent \`/probe\` requests in"
-	echo "flight for $DURATION per run; $ROUNDS rounds per concurrency, the three in a rotating order; value columns are"
+	echo "flight for $DURATION per run; $ROUNDS rounds per concurrency, the four servers (the three and greybox with its heap floor off) in a rotating order; value columns are"
 	echo "medians over rounds, ratio columns the median of the per-round ratios [min–max over rounds]."
 	echo "CPU is the server process' user+system time (/proc/PID/stat) per 1,000 probes; peak RSS is VmHWM"
 	echo "during the run; idle RSS is VmRSS right after start-up. A 503 in any run fails \`make bench\`."
@@ -211,6 +222,23 @@ printf '(6) loadgen: 503 answers in all http runs (a run with any fails)\t0\t%s\
 	echo "Ratios below 1 favour the first named for latency, CPU and memory; above 1 for probes/s. Most of the idle RSS"
 	echo "is the mapped executable (greybox links client-go for its Kubernetes probers); the anonymous row is the"
 	echo "memory the process itself allocated."
+	echo
+	echo "greybox against itself with Go's own GC pacing (\`--runtime.gc-heap-floor=0\`), in the same rotation:"
+	echo "what the heap floor buys in CPU and costs in memory."
+	echo
+	echo "| concurrency | metric | greybox | greybox, heap floor off | greybox / floor off | floor off / floor program |"
+	echo "|---:|---|---:|---:|---:|---:|"
+	for c in $CONCURRENCY; do
+		nfrow() { # LABEL COLUMN DIGITS [mib]
+			local g n
+			g=$(median greybox "$c" "$2") n=$(median greybox_nofloor "$c" "$2")
+			if [[ "${4:-}" == mib ]]; then g=$(mib "$g") n=$(mib "$n"); else g=$(fmt "$g" "$3") n=$(fmt "$n" "$3"); fi
+			echo "| $c | $1 | $g | $n | $(ratio greybox greybox_nofloor "$c" "$2") | $(ratio greybox_nofloor floor "$c" "$2") |"
+		}
+		nfrow "probes/s" 4 0
+		nfrow "CPU seconds / 1,000 probes" 7 3
+		nfrow "peak RSS, MiB" 8 0 mib
+	done
 	echo
 	echo "<details><summary>Every run</summary>"
 	echo

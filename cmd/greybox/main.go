@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -64,7 +65,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	prober.UserAgent = "greybox/" + version.Version
+	prober.UserAgent = "greybox/" + cmp.Or(version.Version, "dev") // a build without make's ldflags
 
 	cfg, err := config.Load(*configFile)
 	if err != nil {
