@@ -278,9 +278,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, entry.Debug())
 		return
 	}
-	format := negotiate(r.Header)
+	neg := negotiate(r.Header)
+	format := neg.format
 	w.Header().Set("Content-Type", string(format))
-	switch format.FormatType() {
+	switch neg.typ {
 	case expfmt.TypeTextPlain:
 		_, _ = w.Write(text)
 	case expfmt.TypeOpenMetrics:
@@ -307,12 +308,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // writing the answer. Bounded, so odd headers cannot grow it.
 var formats struct {
 	sync.Mutex
-	m map[string]expfmt.Format
+	m map[string]negotiated
+}
+
+// negotiated is a format with its type, which FormatType otherwise parses
+// out of the string again on every answer.
+type negotiated struct {
+	format expfmt.Format
+	typ    expfmt.FormatType
 }
 
 const maxFormats = 64
 
-func negotiate(h http.Header) expfmt.Format {
+func negotiate(h http.Header) negotiated {
 	accept := h.Get("Accept") // all the negotiation reads
 	formats.Lock()
 	f, ok := formats.m[accept]
@@ -320,10 +328,11 @@ func negotiate(h http.Header) expfmt.Format {
 	if ok {
 		return f
 	}
-	f = expfmt.NegotiateIncludingOpenMetrics(h)
+	format := expfmt.NegotiateIncludingOpenMetrics(h)
+	f = negotiated{format, format.FormatType()}
 	formats.Lock()
 	if formats.m == nil {
-		formats.m = make(map[string]expfmt.Format)
+		formats.m = make(map[string]negotiated)
 	}
 	if len(formats.m) < maxFormats {
 		formats.m[accept] = f
