@@ -10,6 +10,7 @@ import (
 	"net/http/httptrace"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,6 +60,16 @@ type Guard struct {
 	// guards Through made: see Finish.
 	stop func() bool
 	subs []*Guard
+	// bounds are the contexts bound has cut short by the probe's end and
+	// not yet released; ended: the probe has ended (see bound).
+	bounds  []guardBound
+	boundID uint64
+	ended   bool
+}
+
+type guardBound struct {
+	id     uint64
+	cancel context.CancelCauseFunc
 }
 
 // NewGuard returns the guard for one probe, whose connections all close
@@ -66,7 +77,10 @@ type Guard struct {
 func NewGuard(probe context.Context, allow config.Allowlist) *Guard {
 	g := &Guard{allow: allow, resolver: net.DefaultResolver, probe: probe,
 		pinned: map[string][]netip.Addr{}, approved: map[netip.Addr]bool{}}
-	g.stop = context.AfterFunc(probe, func() { time.AfterFunc(guardBackstop, g.closeAll) })
+	g.stop = context.AfterFunc(probe, func() {
+		g.endBounds()
+		time.AfterFunc(guardBackstop, g.closeAll)
+	})
 	return g
 }
 
@@ -77,6 +91,7 @@ func NewGuard(probe context.Context, allow config.Allowlist) *Guard {
 // CPU above the floor under load. Dials after Finish are refused.
 func (g *Guard) Finish() {
 	g.stop()
+	g.endBounds()
 	g.closeAll()
 	g.mu.Lock()
 	subs := g.subs
@@ -126,12 +141,56 @@ func (g *Guard) closeAll() {
 }
 
 // bound returns ctx cut short by the probe's end, so a caller that passes
-// a context without a deadline still cannot wait past the probe.
+// a context without a deadline still cannot wait past the probe. The guard
+// cancels it from the one callback it arms on the probe's context (or
+// Finish), rather than each dial and lookup arming one of its own there.
 func (g *Guard) bound(ctx context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(g.probe, func() { cancel(context.Cause(g.probe)) })
-	return ctx, func() { stop(); cancel(nil) }
+	g.mu.Lock()
+	if g.ended {
+		g.mu.Unlock()
+		cancel(g.endCause())
+		return ctx, func() {}
+	}
+	g.boundID++
+	id := g.boundID
+	g.bounds = append(g.bounds, guardBound{id, cancel})
+	g.mu.Unlock()
+	return ctx, func() {
+		g.mu.Lock()
+		for i, b := range g.bounds {
+			if b.id == id {
+				g.bounds = slices.Delete(g.bounds, i, i+1)
+				break
+			}
+		}
+		g.mu.Unlock()
+		cancel(nil)
+	}
 }
+
+// endBounds cancels every bound context: the probe has ended.
+func (g *Guard) endBounds() {
+	g.mu.Lock()
+	bounds := g.bounds
+	g.bounds, g.ended = nil, true
+	g.mu.Unlock()
+	cause := g.endCause()
+	for _, b := range bounds {
+		b.cancel(cause)
+	}
+}
+
+// endCause is why a bound context ends: the probe context's cause, or,
+// when the probe returned before its context ended, that it did.
+func (g *Guard) endCause() error {
+	if err := context.Cause(g.probe); err != nil {
+		return err
+	}
+	return errProbeEnded
+}
+
+var errProbeEnded = errors.New("probe ended")
 
 // canonicalHost is the name as it is dialled and as a proxy receives it:
 // lower case, no brackets or trailing dot, IDNA names in their ASCII form
@@ -433,7 +492,10 @@ func (g *Guard) track(c net.Conn) (net.Conn, error) {
 	defer g.mu.Unlock()
 	if g.closed {
 		_ = c.Close()
-		return nil, fmt.Errorf("probe ended: %w", context.Cause(g.probe))
+		if err := context.Cause(g.probe); err != nil {
+			return nil, fmt.Errorf("%w: %w", errProbeEnded, err)
+		}
+		return nil, errProbeEnded
 	}
 	gc := &guardConn{Conn: c}
 	gc.headerLeft.Store(-1)

@@ -107,3 +107,35 @@ func TestGuardFinish(t *testing.T) {
 		}
 	}
 }
+
+// A context bound to the probe ends when the probe does, with the probe's
+// cause, and one released before that is forgotten; after Finish a new one
+// starts ended.
+func TestGuardBound(t *testing.T) {
+	probe, cancel := context.WithCancelCause(context.Background())
+	g := NewGuard(probe, config.Allowlist{})
+	released, release := g.bound(context.Background())
+	release()
+	if n := len(g.bounds); n != 0 {
+		t.Fatalf("%d bound contexts kept after release, want 0", n)
+	}
+	if !errors.Is(context.Cause(released), context.Canceled) {
+		t.Fatalf("released context's cause %v, want context.Canceled", context.Cause(released))
+	}
+	live, stop := g.bound(context.Background())
+	defer stop()
+	why := errors.New("scrape cancelled")
+	cancel(why)
+	<-live.Done() // the guard's callback on the probe's end cancels it
+	if !errors.Is(context.Cause(live), why) {
+		t.Errorf("bound context's cause %v, want the probe's", context.Cause(live))
+	}
+
+	g = NewGuard(context.Background(), config.Allowlist{})
+	g.Finish()
+	late, stop2 := g.bound(context.Background())
+	defer stop2()
+	if !errors.Is(context.Cause(late), errProbeEnded) {
+		t.Errorf("bound after Finish: cause %v, want errProbeEnded", context.Cause(late))
+	}
+}
