@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	pconfig "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
@@ -185,7 +186,8 @@ func runQueryResponses(ctx context.Context, conn net.Conn, s *TCPSettings, host 
 		expectInfo = newGaugeVec("probe_expect_info", "Values taken from the text an expect regexp matched.", s.expectLabels...)
 		reg.MustRegister(expectInfo)
 	}
-	r := bufio.NewReaderSize(conn, maxLineBytes)
+	r := lineReader(conn)
+	defer func() { putLineReader(r) }() // r changes at starttls
 	for i, qr := range s.QueryResponse {
 		send := qr.Send
 		if !qr.Expect.IsZero() {
@@ -252,10 +254,28 @@ func runQueryResponses(ctx context.Context, conn net.Conn, s *TCPSettings, host 
 			}
 			logger.Debug("starttls handshake succeeded", "step", i)
 			conn = tc
-			r = bufio.NewReaderSize(conn, maxLineBytes)
+			putLineReader(r)
+			r = lineReader(conn)
 		}
 	}
 	return true
+}
+
+// expectReaders are query_response's 64 KiB line buffers, a probe's largest
+// allocation by far when each probe made its own.
+var expectReaders sync.Pool
+
+func lineReader(c net.Conn) *bufio.Reader {
+	if r, ok := expectReaders.Get().(*bufio.Reader); ok {
+		r.Reset(c)
+		return r
+	}
+	return bufio.NewReaderSize(c, maxLineBytes)
+}
+
+func putLineReader(r *bufio.Reader) {
+	r.Reset(nil) // holds no connection while pooled
+	expectReaders.Put(r)
 }
 
 // expectLine reads lines until one matches re. Lines end at \n, with a
