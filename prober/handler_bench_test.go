@@ -16,10 +16,38 @@ import (
 // history, the answer's encoding) on top of the prober's. The target runs in
 // the same process.
 func BenchmarkHandlerHTTP(b *testing.B) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }))
-	defer srv.Close()
 	h, _, _ := newTestHandler(b, "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n", 100)
-	url := "/probe?module=http_2xx&target=" + srv.URL
+	benchSerial(b, h, "/probe?module=http_2xx&target="+benchTarget(b))
+}
+
+// BenchmarkHandlerFloor is bench/cmd/floor's work in the same harness as
+// BenchmarkHandlerHTTP: one GET on a fresh connection, three metric
+// lines. The two side by side are greybox's own cost per probe.
+func BenchmarkHandlerFloor(b *testing.B) {
+	benchSerial(b, floorHandler(), "/probe?target="+benchTarget(b))
+}
+
+// The two under concurrency (8 probes at once on 2 cores, as `make bench`
+// loads them at concurrency 8): costs that only show when probes overlap,
+// such as GC marking and scheduling, count here.
+func BenchmarkHandlerHTTPParallel(b *testing.B) {
+	h, _, _ := newTestHandler(b, "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n", 100)
+	benchParallel(b, h, "/probe?module=http_2xx&target="+benchTarget(b))
+}
+
+func BenchmarkHandlerFloorParallel(b *testing.B) {
+	benchParallel(b, floorHandler(), "/probe?target="+benchTarget(b))
+}
+
+// benchTarget is the probed page: a fixed 3-byte 200, closed with b.
+func benchTarget(b *testing.B) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }))
+	b.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// benchSerial asks h for url once per op, checking the probe succeeded.
+func benchSerial(b *testing.B, h http.Handler, url string) {
 	b.ReportAllocs()
 	for b.Loop() {
 		rec := get(h, url, nil)
@@ -27,40 +55,6 @@ func BenchmarkHandlerHTTP(b *testing.B) {
 			b.Fatalf("probe: %d %s", rec.Code, rec.Body)
 		}
 	}
-}
-
-// BenchmarkHandlerFloor is bench/cmd/floor's work in the same harness as
-// BenchmarkHandlerHTTP: one GET on a fresh connection, three metric
-// lines. The two side by side are greybox's own cost per probe.
-func BenchmarkHandlerFloor(b *testing.B) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }))
-	defer srv.Close()
-	floor := floorHandler()
-	url := "/probe?target=" + srv.URL
-	b.ReportAllocs()
-	for b.Loop() {
-		rec := get(floor, url, nil)
-		if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "probe_success 1") {
-			b.Fatalf("probe: %d %s", rec.Code, rec.Body)
-		}
-	}
-}
-
-// The two under concurrency (8 probes at once on 2 cores, as `make bench`
-// loads them at concurrency 8): costs that only show when probes overlap,
-// such as GC marking and scheduling, count here.
-func BenchmarkHandlerHTTPParallel(b *testing.B) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }))
-	defer srv.Close()
-	h, _, _ := newTestHandler(b, "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n", 100)
-	benchParallel(b, h, "/probe?module=http_2xx&target="+srv.URL)
-}
-
-func BenchmarkHandlerFloorParallel(b *testing.B) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }))
-	defer srv.Close()
-	floor := floorHandler()
-	benchParallel(b, floor, "/probe?target="+srv.URL)
 }
 
 func benchParallel(b *testing.B, h http.Handler, url string) {

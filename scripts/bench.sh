@@ -168,6 +168,17 @@ ratio() {
 ratio2() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 fmt() { awk -v v="$1" -v d="$2" 'BEGIN {printf "%.*f", d, v}'; }
 mib() { awk -v v="$1" 'BEGIN {printf "%.1f", v / 1024}'; }
+# cells C COLUMN DIGITS UNIT NAME...: each NAME's median at concurrency C
+# as table cells, in MiB when UNIT is mib.
+cells() {
+	local c=$1 col=$2 digits=$3 unit=$4 n v
+	shift 4
+	for n in "$@"; do
+		v=$(median "$n" "$c" "$col")
+		if [[ "$unit" == mib ]]; then v=$(mib "$v"); else v=$(fmt "$v" "$digits"); fi
+		printf ' %s |' "$v"
+	done
+}
 
 gb_version=$("$tmp/greybox" --version 2>&1 | head -1)
 bb_version=$("$blackbox" --version 2>&1 | head -1)
@@ -201,10 +212,7 @@ printf '(6) loadgen: 503 answers in all http runs (a run with any fails)\t0\t%s\
 	echo "|---:|---|---:|---:|---:|---:|---:|---:|"
 	for c in $CONCURRENCY; do
 		row() { # LABEL COLUMN DIGITS [mib]
-			local g b f
-			g=$(median greybox "$c" "$2") b=$(median blackbox "$c" "$2") f=$(median floor "$c" "$2")
-			if [[ "${4:-}" == mib ]]; then g=$(mib "$g") b=$(mib "$b") f=$(mib "$f"); else g=$(fmt "$g" "$3") b=$(fmt "$b" "$3") f=$(fmt "$f" "$3"); fi
-			echo "| $c | $1 | $g | $b | $f | $(ratio greybox blackbox "$c" "$2") | $(ratio greybox floor "$c" "$2") | $(ratio blackbox floor "$c" "$2") |"
+			echo "| $c | $1 |$(cells "$c" "$2" "$3" "${4:-}" greybox blackbox floor) $(ratio greybox blackbox "$c" "$2") | $(ratio greybox floor "$c" "$2") | $(ratio blackbox floor "$c" "$2") |"
 		}
 		row "probes/s (higher is better)" 4 0
 		row "p50 latency, ms" 5 2
@@ -230,10 +238,7 @@ printf '(6) loadgen: 503 answers in all http runs (a run with any fails)\t0\t%s\
 	echo "|---:|---|---:|---:|---:|---:|"
 	for c in $CONCURRENCY; do
 		nfrow() { # LABEL COLUMN DIGITS [mib]
-			local g n
-			g=$(median greybox "$c" "$2") n=$(median greybox_nofloor "$c" "$2")
-			if [[ "${4:-}" == mib ]]; then g=$(mib "$g") n=$(mib "$n"); else g=$(fmt "$g" "$3") n=$(fmt "$n" "$3"); fi
-			echo "| $c | $1 | $g | $n | $(ratio greybox greybox_nofloor "$c" "$2") | $(ratio greybox_nofloor floor "$c" "$2") |"
+			echo "| $c | $1 |$(cells "$c" "$2" "$3" "${4:-}" greybox greybox_nofloor) $(ratio greybox greybox_nofloor "$c" "$2") | $(ratio greybox_nofloor floor "$c" "$2") |"
 		}
 		nfrow "probes/s" 4 0
 		nfrow "CPU seconds / 1,000 probes" 7 3
