@@ -56,6 +56,27 @@ type Handler struct {
 	inFlight prometheus.Gauge
 	duration *prometheus.HistogramVec
 	overruns prometheus.Counter
+	// byModule caches each module's series of requests and duration
+	// (*moduleSeries by module name): a vector's lookup hashes and locks
+	// on every probe.
+	byModule sync.Map
+}
+
+type moduleSeries struct {
+	success, failure prometheus.Counter
+	duration         prometheus.Observer
+}
+
+func (h *Handler) seriesFor(module string) *moduleSeries {
+	if s, ok := h.byModule.Load(module); ok {
+		return s.(*moduleSeries)
+	}
+	s, _ := h.byModule.LoadOrStore(module, &moduleSeries{
+		success:  h.requests.WithLabelValues(module, resultSuccess),
+		failure:  h.requests.WithLabelValues(module, resultFailure),
+		duration: h.duration.WithLabelValues(module),
+	})
+	return s.(*moduleSeries)
 }
 
 // MaxTargetLength bounds the target parameter. Every log line of a probe
@@ -308,19 +329,20 @@ func (p *probeAnswer) respond(success, overran bool) {
 	h, ctx := p.h, p.r.Context()
 	elapsed := time.Since(p.start)
 	p.duration.Set(elapsed.Seconds())
+	series := h.seriesFor(p.module)
 	if success {
 		p.success.Set(1)
 		logLine(ctx, p.logger, slog.LevelDebug, "probe succeeded", "duration_seconds", elapsed.Seconds())
-		h.requests.WithLabelValues(p.module, resultSuccess).Inc()
+		series.success.Inc()
 	} else {
 		logLine(ctx, p.logger, slog.LevelDebug, "probe failed", "duration_seconds", elapsed.Seconds())
-		h.requests.WithLabelValues(p.module, resultFailure).Inc()
+		series.failure.Inc()
 		if h.opts.LogProber < LogNone {
 			h.opts.Logger.Log(ctx, h.opts.LogProber, "probe failed", "module", p.module, "target", p.target,
 				"duration_seconds", elapsed.Seconds(), "reason", p.logs.Reason())
 		}
 	}
-	h.duration.WithLabelValues(p.module).Observe(elapsed.Seconds())
+	series.duration.Observe(elapsed.Seconds())
 
 	// The text form serves both the history and, for most scrapers, the
 	// answer: one rendering per probe.
@@ -372,8 +394,10 @@ func (p *probeAnswer) respond(success, overran bool) {
 	}
 	hdr := p.w.Header()
 	hdr.Set("Content-Type", contentType)
+	// net/http would set it only for answers under 2 KiB, and chunk the
+	// rest (an http probe's is 2.6 KB).
+	hdr.Set("Content-Length", strconv.Itoa(len(body)))
 	if overran {
-		hdr.Set("Content-Length", strconv.Itoa(len(body)))
 		hdr.Set("Connection", "close")
 	}
 	_, _ = p.w.Write(body)

@@ -83,3 +83,22 @@ func TestHandlerOverrunAnswer(t *testing.T) {
 	}
 	release()
 }
+
+// Every answer carries its length: net/http would chunk one over 2 KiB
+// (an http probe's is 2.6 KB).
+func TestHandlerAnswerLength(t *testing.T) {
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	defer target.Close()
+	h, _, _ := newTestHandler(t, "modules:\n  http_2xx: {prober: http, timeout: 5s}\n", 4)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/probe?module=http_2xx&target=" + target.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if len(body) <= 2048 || resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) != 0 {
+		t.Errorf("answer of %d bytes: Content-Length %d, Transfer-Encoding %v", len(body), resp.ContentLength, resp.TransferEncoding)
+	}
+}
