@@ -52,7 +52,10 @@ func (sc *sharedClient) probeClient(ctx context.Context, cfg config.HTTPClientCo
 		sc.client, sc.err = pconfig.NewClientFromConfig(cfg.HTTPClientConfig, name,
 			pconfig.WithUserAgent(ua), pconfig.WithDialContextFunc(dialFromRequest), pconfig.WithKeepAlivesDisabled())
 		if sc.err == nil && bare(cfg.HTTPClientConfig) {
-			// ProbeHTTP sets the User-Agent on its request itself.
+			// common's client is still built above: it checks the
+			// module's TLS files as before and gives the client its
+			// redirect policy. Only its transport is replaced; ProbeHTTP
+			// sets the User-Agent on its request itself.
 			sc.client.Transport = bareTransport()
 		}
 	})
